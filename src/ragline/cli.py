@@ -1,0 +1,403 @@
+"""The command line: a thin door into the Engine. Human output on stdout, progress on
+stderr, ``--json`` for scripts; errors are one plain line and a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from ragline.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ragline: ingest documents, retrieve, and answer with citations. Offline by default.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality.")
+app.add_typer(eval_app, name="eval")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+HomeOpt = typer.Option(None, "--home", envvar="RAGLINE_HOME", help="index directory [default: ./.ragline]")
+JsonOpt = typer.Option(False, "--json", help="machine-readable output")
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _settings(home: Optional[Path], overrides: dict[str, Any] | None = None) -> Settings:
+    clean: dict[str, Any] = {}
+    for section, values in (overrides or {}).items():
+        kept = {k: v for k, v in values.items() if v is not None}
+        if kept:
+            clean[section] = kept
+    return load_settings(clean, home=home)
+
+
+def _engine(settings: Settings):
+    from ragline.app import Engine
+
+    return Engine(settings)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Progress]:
+    progress = Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err, disable=not enabled, transient=False,
+    )
+    with progress:
+        yield progress
+
+
+def _emit_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _run(fn):
+    """Turn known errors into one line on stderr and an exit code; no tracebacks for users."""
+    from ragline.embed.base import EmbedError
+    from ragline.evaluate.beir import DatasetError
+    from ragline.generate.llm import LLMError
+    from ragline.retrieve.filters import FilterError
+    from ragline.store.base import StoreError
+
+    try:
+        return fn()
+    except (UserError, ConfigError, FilterError, DatasetError) as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2)
+    except (EmbedError, StoreError, LLMError) as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted: everything committed so far is kept; run the command again to finish")
+        raise typer.Exit(130)
+
+
+# ---------------------------------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(None, help="files or directories; none = re-sync every source added before"),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="remove documents whose files are gone from a directory"),
+    strategy: Optional[str] = typer.Option(None, help="chunking: recursive | fixed | structure"),
+    chunk_size: Optional[int] = typer.Option(None, help="max tokens per chunk (capped at the model window)"),
+    overlap: Optional[int] = typer.Option(None, help="tokens shared by neighbouring chunks"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Index files: new ones are added, changed ones replaced, unchanged ones skipped."""
+
+    def go() -> None:
+        settings = _settings(home, {"chunk": {"strategy": strategy, "size": chunk_size, "overlap": overlap}})
+        engine = _engine(settings)
+        roots = [p.resolve() for p in (paths or [])]
+        if not roots:
+            roots = [Path(r) for r in engine.sources.load()]
+            if not roots:
+                raise UserError("nothing to ingest: give a file or directory, e.g. `ragline ingest docs/`")
+        show = not as_json and err.is_terminal
+        with _progress(show) as progress:
+            task = progress.add_task("scanning", total=None, rate="")
+            state = {"chunks": 0, "files": 0}
+
+            def on_event(kind: str, data: dict) -> None:
+                if kind == "scan":
+                    progress.update(task, total=data["files"], description="indexing")
+                elif kind == "file":
+                    state["files"] += 1
+                    elapsed = progress.tasks[0].elapsed or 1e-9
+                    progress.update(task, advance=1, rate=f"{state['files'] / elapsed:.1f} files/s, "
+                                                            f"{state['chunks']} chunks")
+                elif kind == "batch":
+                    state["chunks"] += data["chunks"]
+                elif kind == "finish":
+                    progress.update(task, description="updating indexes")
+
+            syncer = engine.syncer(on_event)
+            for root in roots:
+                if root.exists():
+                    engine.sources.add(str(root))
+            report = syncer.sync(roots, prune=prune)
+        if as_json:
+            _emit_json(report.as_dict())
+        else:
+            out.print(f"added {report.added}, replaced {report.replaced}, unchanged {report.skipped}, "
+                      f"removed {report.removed}, re-chunked {report.rechunked}, failed {len(report.failed)}"
+                      + (f", unsupported files ignored {report.unsupported}" if report.unsupported else ""))
+            out.print(f"chunks written {report.chunks_written}, embedded {report.embedded}, "
+                      f"from cache {report.embed_cache_hits}, in {report.seconds:.1f}s")
+            for f in report.failed:
+                out.print(f"  [red]failed[/red] {f.path}: {f.reason}", markup=True)
+        if not report.ok:
+            raise typer.Exit(1)
+
+    _run(go)
+
+
+# ----------------------------------------------------------------------------------------- query
+def _hit_json(rank: int, hit) -> dict:
+    c = hit.chunk
+    return {"rank": rank, "score": round(hit.score, 6), "scores": {k: round(v, 6) for k, v in hit.scores.items()},
+            "doc_id": c.doc_id, "chunk_id": c.id, "source": c.source, "page": c.page,
+            "heading_path": list(c.heading_path), "span": [c.start, c.end], "text": c.text}
+
+
+def _snippet(text: str, n: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+@app.command()
+def query(
+    text: str = typer.Argument(..., help="what to search for"),
+    k: Optional[int] = typer.Option(None, "-k", "--top-k", help="results to return [default: 10]"),
+    mode: Optional[str] = typer.Option(None, help="hybrid | dense | sparse"),
+    filter: Optional[str] = typer.Option(None, "--filter", help='e.g. \'type = "pdf" and year >= 2020\''),
+    documents: bool = typer.Option(False, "--documents", help="best chunk per document"),
+    fusion: Optional[str] = typer.Option(None, help="minmax | rrf"),
+    dense_weight: Optional[float] = typer.Option(None, help="minmax fusion weight of dense scores (0..1)"),
+    ef: Optional[int] = typer.Option(None, help="HNSW search-time candidate list size"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search the index and print ranked chunks with their provenance."""
+
+    def go() -> None:
+        if mode and mode not in ("hybrid", "dense", "sparse"):
+            raise UserError(f"--mode must be hybrid, dense or sparse, not '{mode}'")
+        settings = _settings(home, {"retrieve": {"fusion": fusion, "dense_weight": dense_weight, "hnsw_ef": ef}})
+        engine = _engine(settings)
+        _require_index(engine)
+        r = engine.retriever
+        req = r.request(text, k=k, mode=mode, filter=filter, aggregate="document" if documents else None)
+        hits = r.search(req)
+        if as_json:
+            _emit_json({"query": text, "mode": req.mode, "filter": filter,
+                        "hits": [_hit_json(i + 1, h) for i, h in enumerate(hits)]})
+            return
+        if not hits:
+            out.print("no results")
+        for i, h in enumerate(hits, 1):
+            loc = f" ({h.chunk.location})" if h.chunk.location else ""
+            out.print(f"[bold]{i}.[/bold] {h.score:.3f}  {h.chunk.source}{loc}", markup=True)
+            out.print(f"   {_snippet(h.chunk.text, 240)}")
+
+    _run(go)
+
+
+def _require_index(engine) -> None:
+    if not (engine.home / "lance").exists():
+        raise UserError(f"no index at {engine.home}: run `ragline ingest PATH` first (or set RAGLINE_HOME)")
+
+
+# ------------------------------------------------------------------------------------------- ask
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="the question"),
+    k: int = typer.Option(5, "-k", "--top-k", help="passages given to the answerer"),
+    mode: Optional[str] = typer.Option(None, help="hybrid | dense | sparse"),
+    filter: Optional[str] = typer.Option(None, "--filter", help="restrict sources, see docs/filters.md"),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="print LLM tokens as they arrive"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Answer a question from the indexed documents, with citations [n] and sources."""
+
+    def go() -> None:
+        from ragline.types import Answer
+
+        engine = _engine(_settings(home))
+        _require_index(engine)
+        r = engine.retriever
+        hits = r.search(r.request(question, k=k, mode=mode, filter=filter))
+        gen = engine.generator()
+        answer: Answer | None = None
+        if hasattr(gen, "stream") and stream and not as_json:
+            for item in gen.stream(question, hits):
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    out.print(item, end="")
+            out.print()
+            assert answer is not None
+            # the streamed text may carry citation marks that were removed as invalid: show the clean one
+            out.print("\n" + answer.text if answer.text.strip() else "")
+        else:
+            answer = gen.answer(question, hits)
+        if as_json:
+            _emit_json({"question": question, "answer": answer.text, "grounded": answer.grounded,
+                        "generator": answer.generator,
+                        "citations": [{"n": c.n, "source": c.chunk.source, "page": c.chunk.page,
+                                       "heading_path": list(c.chunk.heading_path), "span": [c.chunk.start, c.chunk.end],
+                                       "snippet": c.snippet} for c in answer.citations]})
+            return
+        if not (hasattr(gen, "stream") and stream):
+            out.print(answer.text)
+        if answer.citations:
+            out.print("\n[bold]Sources[/bold]", markup=True)
+            for c in answer.citations:
+                loc = f" ({c.chunk.location})" if c.chunk.location else ""
+                out.print(f"  [{c.n}] {c.chunk.source}{loc}", markup=False)
+                out.print(f"      \"{_snippet(c.snippet)}\"", markup=False)
+        elif hits:
+            out.print("\nClosest passages:")
+            for h in hits[:3]:
+                out.print(f"  - {h.chunk.source}: {_snippet(h.chunk.text, 120)}", markup=False)
+
+    _run(go)
+
+
+# ---------------------------------------------------------------------------------------- status
+@app.command()
+def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
+    """Summarise the index: documents, chunks, model, store, size."""
+
+    def go() -> None:
+        from ragline.store.lance import LanceStore
+
+        settings = _settings(home)
+        path = settings.home / "lance"
+        info: dict[str, Any] = {"home": str(settings.home.resolve()), "documents": 0, "chunks": 0,
+                                "store": "lancedb", "size_bytes": 0}
+        if path.exists():
+            store = LanceStore(path, None)
+            st, recs = store.stats(), store.documents()
+            info.update({
+                "documents": len(recs), "chunks": st.chunks, "dimension": store.dim,
+                "size_bytes": sum(f.stat().st_size for f in settings.home.rglob("*") if f.is_file()),
+                "ann_index": st.ann_index, "fts_index": st.fts_index,
+                "types": _count_by(r.type for r in recs.values()),
+            })
+        from ragline.ingest.sync import SourceRegistry
+
+        info["sources"] = SourceRegistry(settings.home / "sources.json").load()
+        info["embedding_model"] = settings.embed.model
+        info["chunking"] = settings.chunk.model_dump()
+        info["llm"] = settings.llm.base_url or "none (extractive answers)"
+        if as_json:
+            _emit_json(info)
+            return
+        t = Table(show_header=False, box=None)
+        for key in ("home", "documents", "chunks", "embedding_model", "store", "size_bytes", "sources", "llm"):
+            val = info.get(key)
+            if key == "size_bytes":
+                key, val = "size", f"{(val or 0) / 2**20:.1f} MB"
+            t.add_row(key, ", ".join(val) if isinstance(val, list) else str(val))
+        out.print(t)
+
+    _run(go)
+
+
+def _count_by(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+# ------------------------------------------------------------------------------------------ eval
+@eval_app.command("beir")
+def eval_beir(
+    path: Path = typer.Argument(..., help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv"),
+    modes: str = typer.Option("dense,sparse,hybrid", help="comma-separated modes"),
+    split: str = typer.Option("test", help="qrels split file name"),
+    index_dir: Optional[Path] = typer.Option(None, help="where to build the index [default: a temporary directory]"),
+    max_queries: Optional[int] = typer.Option(None, help="score only the first N queries"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="also write the JSON result here"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Index a BEIR dataset from scratch and report nDCG@10, recall, MRR, MAP and latency per mode."""
+
+    def go() -> None:
+        from ragline.evaluate.beir import evaluate, index_corpus, load_beir
+        from ragline.ingest.indexer import Indexer
+        from ragline.retrieve.search import Retriever
+        from ragline.store.lance import LanceStore
+
+        wanted = [m.strip() for m in modes.split(",") if m.strip()]
+        bad = [m for m in wanted if m not in ("dense", "sparse", "hybrid")]
+        if bad:
+            raise UserError(f"unknown mode(s) {', '.join(bad)}; use dense, sparse, hybrid")
+        ds = load_beir(path, split)
+        if max_queries:
+            ds.queries = dict(list(ds.queries.items())[:max_queries])
+        settings = _settings(home)
+        engine = _engine(settings)
+        tmp = None
+        if index_dir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="ragline-beir-")
+        where = Path(tmp.name if tmp else index_dir)
+        show = not as_json and err.is_terminal
+        try:
+            r = settings.retrieve
+            store = LanceStore(where / "lance", engine.embedder.dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
+            indexer = Indexer(store, engine.embedder, engine.cache, engine.plan)
+            with _progress(show) as progress:
+                task = progress.add_task("indexing", total=ds.n_docs, rate="")
+
+                def on_index(done: int, chunks: int) -> None:
+                    el = progress.tasks[task].elapsed or 1e-9
+                    progress.update(task, completed=done, rate=f"{done / el:.1f} docs/s, {chunks} chunks")
+
+                ingest_stats = index_corpus(ds, indexer, progress=on_index)
+                retriever = Retriever(store, engine.embedder, settings.retrieve)
+                qtask = progress.add_task("querying", total=len(ds.queries) * len(wanted), rate="")
+                count = {"n": 0}
+
+                def on_query(mode: str, i: int) -> None:
+                    count["n"] += 1
+                    progress.update(qtask, completed=count["n"], rate=mode)
+
+                results = evaluate(ds, retriever, wanted, progress=on_query)
+        finally:
+            if tmp:
+                tmp.cleanup()
+        data = {
+            "dataset": str(path), "documents": ds.n_docs, "queries": len(ds.queries),
+            "settings": {"embedding_model": engine.embedder.model_id, "chunking": settings.chunk.model_dump(),
+                         "retrieve": settings.retrieve.model_dump()},
+            "ingest": ingest_stats,
+            "modes": {m.mode: {**{k: round(v, 4) for k, v in m.metrics.items()},
+                               "latency_ms_p50": round(m.latency_ms["p50"], 2),
+                               "latency_ms_p95": round(m.latency_ms["p95"], 2)} for m in results},
+        }
+        if output:
+            output.write_text(json.dumps(data, indent=2))
+        if as_json:
+            _emit_json(data)
+            return
+        t = Table(title=f"{path.name}: {ds.n_docs} documents, {len(ds.queries)} queries")
+        cols = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100", "latency_ms_p50", "latency_ms_p95"]
+        t.add_column("mode")
+        for c in cols:
+            t.add_column(c.replace("latency_ms_", "ms "), justify="right")
+        for mode, m in data["modes"].items():
+            t.add_row(mode, *[f"{m[c]:.4f}" if not c.startswith("lat") else f"{m[c]:.1f}" for c in cols])
+        out.print(t)
+        out.print(f"indexed in {ingest_stats['seconds']:.1f}s ({ingest_stats['docs_per_s']:.1f} docs/s, "
+                  f"{ingest_stats['chunks']} chunks, {ingest_stats['embedded']} embedded)")
+
+    _run(go)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `ragline query ... | head`
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""`ragline eval beir DIR`: build a fresh index of a BEIR-format folder and score retrieval."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from ragline.evaluate.metrics import (average_precision_at_k, mrr_at_k, ndcg_at_k, percentile,
+                                      recall_at_k)
+from ragline.ingest.indexer import Indexer, record_fields
+from ragline.retrieve.search import Retriever, SearchRequest
+from ragline.store.base import DocRecord
+from ragline.types import Document, Section, content_hash
+
+
+class DatasetError(Exception):
+    """The folder is not a usable BEIR dataset; the message names the file and line."""
+
+
+@dataclass
+class BeirDataset:
+    path: Path
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    n_docs: int
+
+    def corpus(self) -> Iterator[dict]:
+        with open(self.path / "corpus.jsonl", encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except ValueError as exc:
+                        raise DatasetError(f"{self.path / 'corpus.jsonl'}:{line_no}: invalid JSON ({exc})") from None
+
+
+def load_beir(path: Path, split: str = "test") -> BeirDataset:
+    path = Path(path)
+    need = [path / "corpus.jsonl", path / "queries.jsonl", path / "qrels" / f"{split}.tsv"]
+    missing = [str(p) for p in need if not p.is_file()]
+    if missing:
+        raise DatasetError(f"not a BEIR folder, missing: {', '.join(missing)}")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(need[2], encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if line_no == 1 and parts[0] == "query-id":
+                continue
+            if len(parts) != 3:
+                raise DatasetError(f"{need[2]}:{line_no}: expected 3 tab-separated columns")
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    queries = {}
+    with open(need[1], encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                q = json.loads(line)
+                if q["_id"] in qrels:
+                    queries[q["_id"]] = q["text"]
+    with open(need[0], encoding="utf-8") as f:
+        n_docs = sum(1 for line in f if line.strip())
+    return BeirDataset(path, queries, {q: qrels[q] for q in queries}, n_docs)
+
+
+def beir_document(row: dict) -> tuple[Document, DocRecord]:
+    title, body = (row.get("title") or "").strip(), (row.get("text") or "").strip()
+    text = f"{title}\n\n{body}" if title and body else (title or body)
+    source = f"beir:{row['_id']}"
+    doc = Document(source=source, type="text", text=text, sections=(Section(0, len(text)),),
+                   metadata={"title": title})
+    rec = DocRecord(doc_id=str(row["_id"]), source=source, root="beir", type="text",
+                    file_hash=content_hash(text), size=len(text), mtime=0.0, fingerprint="", n_chunks=0,
+                    **record_fields(doc))
+    return doc, rec
+
+
+def index_corpus(ds: BeirDataset, indexer: Indexer, batch: int = 256,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
+    t0 = time.perf_counter()
+    chunks = embedded = 0
+    embed_s = 0.0
+    items: list = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal chunks, embedded, embed_s, done
+        r = indexer.index(items)
+        chunks, embedded, embed_s = chunks + r.chunks, embedded + r.embedded, embed_s + r.embed_seconds
+        done += len(items)
+        items.clear()
+        if progress:
+            progress(done, chunks)
+
+    for row in ds.corpus():
+        items.append(beir_document(row))
+        if len(items) >= batch:
+            flush()
+    if items:
+        flush()
+    indexer.store.finish()
+    seconds = time.perf_counter() - t0
+    return {"documents": done, "chunks": chunks, "embedded": embedded, "seconds": seconds,
+            "embed_seconds": embed_s, "docs_per_s": done / seconds if seconds else 0.0}
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    metrics: dict[str, float]
+    latency_ms: dict[str, float]
+    per_query: dict[str, float] = field(default_factory=dict)  # nDCG@10 per query id
+
+
+def evaluate(ds: BeirDataset, retriever: Retriever, modes: Sequence[str], depth: int = 100,
+             progress: Callable[[str, int], None] | None = None) -> list[ModeResult]:
+    results = []
+    for mode in modes:
+        sums = {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0, "map@100": 0.0}
+        lat, per_query = [], {}
+        for i, (qid, text) in enumerate(ds.queries.items()):
+            t = time.perf_counter()
+            hits = retriever.search(SearchRequest(text, k=depth, mode=mode, aggregate="document"))  # type: ignore[arg-type]
+            lat.append((time.perf_counter() - t) * 1000)
+            ranked = [h.chunk.doc_id for h in hits]
+            rel = ds.qrels[qid]
+            n10 = ndcg_at_k(ranked, rel, 10)
+            per_query[qid] = n10
+            sums["ndcg@10"] += n10
+            sums["recall@10"] += recall_at_k(ranked, rel, 10)
+            sums["recall@100"] += recall_at_k(ranked, rel, 100)
+            sums["mrr@10"] += mrr_at_k(ranked, rel, 10)
+            sums["map@100"] += average_precision_at_k(ranked, rel, 100)
+            if progress:
+                progress(mode, i + 1)
+        n = max(1, len(ds.queries))
+        results.append(ModeResult(mode, {k: v / n for k, v in sums.items()},
+                                  {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, per_query))
+    return results

@@ -1,0 +1,89 @@
+"""A client for any OpenAI-compatible chat-completions endpoint, with streaming."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import httpx
+
+
+class LLMError(Exception):
+    """The LLM endpoint failed; the message carries its status and reason."""
+
+
+class ChatClient:
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0), headers=headers)
+
+    def _body(self, messages: list[dict], max_tokens: int, temperature: float, stream: bool) -> dict:
+        return {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                "temperature": temperature, "stream": stream}
+
+    def _fail(self, resp: httpx.Response) -> LLMError:
+        try:
+            detail = resp.json().get("error", resp.text)
+            if isinstance(detail, dict):
+                detail = detail.get("message", detail)
+        except ValueError:
+            detail = resp.text
+        return LLMError(f"LLM endpoint {self.base_url} answered {resp.status_code}: {str(detail)[:300]}")
+
+    def complete(self, messages: list[dict], max_tokens: int = 512, temperature: float = 0.1) -> str:
+        try:
+            resp = self._http.post(f"{self.base_url}/chat/completions",
+                                   json=self._body(messages, max_tokens, temperature, False))
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM endpoint {self.base_url} unreachable: {exc}") from None
+        if resp.status_code != 200:
+            raise self._fail(resp)
+        try:
+            return resp.json()["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise LLMError(f"LLM endpoint {self.base_url} returned an unexpected body: {resp.text[:300]}") from None
+
+    def stream(self, messages: list[dict], max_tokens: int = 512, temperature: float = 0.1) -> Iterator[str]:
+        """Yield content deltas as the server streams them (server-sent events)."""
+        try:
+            with self._http.stream("POST", f"{self.base_url}/chat/completions",
+                                   json=self._body(messages, max_tokens, temperature, True)) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise self._fail(resp)
+                for line in resp.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise LLMError(f"LLM endpoint sent a malformed event: {data[:200]}") from None
+                    if "error" in event:
+                        raise LLMError(f"LLM endpoint error: {event['error']}")
+                    for choice in event.get("choices", []):
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            yield piece
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM endpoint {self.base_url} failed mid-stream: {exc}") from None
+
+    def count_tokens(self, text: str) -> int | None:
+        """Exact token count from the server's tokenizer, if it exposes one (llama.cpp does)."""
+        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        for url, body, key in ((f"{root}/extras/tokenize", {"input": text, "model": self.model}, "tokens"),
+                               (f"{root}/tokenize", {"content": text}, "tokens")):
+            try:
+                resp = self._http.post(url, json=body)
+            except httpx.HTTPError:
+                continue
+            if resp.status_code == 200:
+                try:
+                    return len(resp.json()[key])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return None

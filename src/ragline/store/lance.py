@@ -1,0 +1,245 @@
+"""The embedded store: LanceDB tables on local disk (see docs/adr/0001-embedded-store.md).
+
+Two tables: ``chunks`` (text, provenance, vector; native BM25 full-text index
+with stemming; HNSW index once large) and ``documents`` (one record per source
+for incremental sync). Every write is a Lance commit, atomic and versioned: a
+killed process leaves the previous version readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ragline.store.base import DocRecord, StoreError, StoreStats
+from ragline.types import Chunk, Hit
+
+CHUNK_COLUMNS = ["id", "doc_id", "source", "type", "title", "year", "page", "heading", "language",
+                 "start", "end", "ordinal", "content_hash", "context", "text"]
+EXACT_SEARCH_MAX = 20_000  # a filter matching fewer chunks than this is searched exactly
+
+
+def _chunk_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        ("id", pa.string()), ("doc_id", pa.string()), ("source", pa.string()), ("type", pa.string()),
+        ("title", pa.string()), ("year", pa.int32()), ("page", pa.int32()), ("heading", pa.string()),
+        ("language", pa.string()), ("start", pa.int32()), ("end", pa.int32()), ("ordinal", pa.int32()),
+        ("content_hash", pa.string()), ("context", pa.string()), ("text", pa.string()),
+        ("search_text", pa.string()), ("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+_DOC_SCHEMA = pa.schema([
+    ("doc_id", pa.string()), ("source", pa.string()), ("root", pa.string()), ("type", pa.string()),
+    ("file_hash", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("fingerprint", pa.string()),
+    ("n_chunks", pa.int32()), ("title", pa.string()), ("year", pa.int32()), ("text", pa.string()),
+    ("sections", pa.string()), ("metadata", pa.string()),
+])
+_DOC_LIGHT = [f.name for f in fields(DocRecord) if f.name not in ("text", "sections", "metadata")]
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+
+
+def _row_to_chunk(row: dict) -> Chunk:
+    meta = {k: row[k] for k in ("type", "title", "year", "language") if row.get(k) is not None}
+    if row.get("context"):
+        meta["context"] = row["context"]
+    return Chunk(
+        id=row["id"], doc_id=row["doc_id"], source=row["source"], text=row["text"], start=row["start"],
+        end=row["end"], ordinal=row["ordinal"], page=row.get("page"),
+        heading_path=tuple(row["heading"].split(" > ")) if row.get("heading") else (),
+        content_hash=row["content_hash"], metadata=meta,
+    )
+
+
+class LanceStore:
+    backend = "lancedb"
+
+    def __init__(self, path: Path, dim: int | None, hnsw_m: int = 20, hnsw_ef_construction: int = 300,
+                 ann_min_rows: int = 50_000) -> None:
+        import lancedb
+
+        self.path = Path(path)
+        self.dim = dim
+        self.hnsw_m, self.hnsw_ef_construction, self.ann_min_rows = hnsw_m, hnsw_ef_construction, ann_min_rows
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._db = lancedb.connect(str(self.path))
+        except OSError as exc:
+            raise StoreError(f"cannot open the index at {self.path}: {exc}") from None
+        names = set(self._db.table_names())
+        self._chunks = self._db.open_table("chunks") if "chunks" in names else None
+        self._docs = self._db.open_table("documents") if "documents" in names else None
+        if self._chunks is not None:
+            have = self._chunks.schema.field("vector").type.list_size
+            if dim is None:  # read-only use (status): take what is there
+                self.dim = dim = have
+            if have != dim:
+                raise StoreError(
+                    f"the index at {self.path} holds {have}-dimensional vectors but the embedding model "
+                    f"makes {dim}; re-run `ragline ingest` to re-embed, or point RAGLINE_HOME elsewhere"
+                )
+
+    @staticmethod
+    def drop_vectors(path: Path) -> None:
+        """Drop the chunks table after an embedding-model change of dimension. Document records
+        stay: their fingerprint names the old model, so the next sync re-chunks and re-embeds
+        them from their stored parsed text, re-parsing nothing."""
+        import lancedb
+
+        db = lancedb.connect(str(path))
+        if "chunks" in set(db.table_names()):
+            db.drop_table("chunks")
+
+    # -- documents -------------------------------------------------------------------------
+    def documents(self) -> dict[str, DocRecord]:
+        if self._docs is None:
+            return {}
+        table = self._docs.to_lance().to_table(columns=_DOC_LIGHT)
+        return {r["doc_id"]: DocRecord(**r) for r in table.to_pylist()}
+
+    def get_documents(self, doc_ids: Sequence[str]) -> list[DocRecord]:
+        if self._docs is None or not doc_ids:
+            return []
+        rows = self._docs.to_lance().to_table(filter=f"doc_id IN {_sql_list(doc_ids)}").to_pylist()
+        return [DocRecord(**r) for r in rows]
+
+    # -- writes ----------------------------------------------------------------------------
+    def write(self, docs: Sequence[DocRecord], chunks: Sequence[Chunk], vectors: np.ndarray,
+              search_texts: Sequence[str]) -> None:
+        if not docs:
+            return
+        doc_ids = [d.doc_id for d in docs]
+        by_id = {d.doc_id: d for d in docs}
+        rows = []
+        for chunk, text in zip(chunks, search_texts):
+            d = by_id[chunk.doc_id]
+            meta = json.loads(d.metadata)
+            rows.append({
+                "id": chunk.id, "doc_id": chunk.doc_id, "source": chunk.source, "type": d.type,
+                "title": d.title, "year": d.year, "page": chunk.page, "heading": " > ".join(chunk.heading_path),
+                "language": meta.get("language"), "start": chunk.start, "end": chunk.end,
+                "ordinal": chunk.ordinal, "content_hash": chunk.content_hash,
+                "context": chunk.metadata.get("context", ""), "text": chunk.text, "search_text": text,
+            })
+        schema = _chunk_schema(self.dim)
+        cols = {name: [r[name] for r in rows] for name in schema.names if name != "vector"}
+        flat = pa.array(np.asarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(flat, self.dim) if rows else pa.array([], schema.field("vector").type)
+        batch = pa.table({n: (cols[n] if n == "vector" else pa.array(cols[n], schema.field(n).type)) for n in schema.names},
+                         schema=schema)
+        # 1) chunks: insert new, update same-id, delete the old chunks of these docs: ONE commit
+        if self._chunks is None:
+            self._chunks = self._db.create_table("chunks", batch, schema=schema)
+        else:
+            (self._chunks.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+             .when_not_matched_by_source_delete(f"doc_id IN {_sql_list(doc_ids)}").execute(batch))
+        # 2) document records (a crash between 1 and 2 only makes the next sync redo these docs)
+        self.write_records(docs)
+
+    def write_records(self, docs: Sequence[DocRecord]) -> None:
+        """Insert or update document records only (e.g. a new mtime for identical bytes)."""
+        doc_table = pa.Table.from_pylist([asdict(d) for d in docs], schema=_DOC_SCHEMA)
+        if self._docs is None:
+            self._docs = self._db.create_table("documents", doc_table, schema=_DOC_SCHEMA)
+        else:
+            self._docs.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all().execute(doc_table)
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        for i in range(0, len(doc_ids), 500):
+            part = _sql_list(doc_ids[i : i + 500])
+            if self._chunks is not None:
+                self._chunks.delete(f"doc_id IN {part}")
+            if self._docs is not None:
+                self._docs.delete(f"doc_id IN {part}")
+
+    def remove_orphans(self) -> int:
+        """Delete chunks whose document record is gone (left by a kill during delete)."""
+        if self._chunks is None:
+            return 0
+        known = set(self.documents())
+        ids = set(self._chunks.to_lance().to_table(columns=["doc_id"]).column("doc_id").to_pylist())
+        orphans = sorted(ids - known)
+        if orphans:
+            for i in range(0, len(orphans), 500):
+                self._chunks.delete(f"doc_id IN {_sql_list(orphans[i:i + 500])}")
+        return len(orphans)
+
+    def finish(self) -> None:
+        if self._chunks is None:
+            return
+        names = {idx.name: idx for idx in self._chunks.list_indices()}
+        if not any(i.columns == ["search_text"] for i in names.values()):
+            self._chunks.create_fts_index("search_text", use_tantivy=False, base_tokenizer="simple",
+                                          language="English", stem=True, remove_stop_words=True,
+                                          lower_case=True, ascii_folding=True, with_position=False, replace=True)
+        has_ann = any(i.columns == ["vector"] for i in names.values())
+        if not has_ann and self._chunks.count_rows() >= self.ann_min_rows:
+            self._chunks.create_index(metric="cosine", index_type="IVF_HNSW_SQ", m=self.hnsw_m,
+                                      ef_construction=self.hnsw_ef_construction, vector_column_name="vector")
+        self._chunks.optimize()
+        if self._docs is not None:
+            self._docs.optimize()
+
+    # -- reads -----------------------------------------------------------------------------
+    def count(self, where: str | None = None) -> int:
+        if self._chunks is None:
+            return 0
+        return int(self._chunks.count_rows(where) if where else self._chunks.count_rows())
+
+    def has_ann_index(self) -> bool:
+        return self._chunks is not None and any(i.columns == ["vector"] for i in self._chunks.list_indices())
+
+    def dense(self, vector: np.ndarray, k: int, where: str | None = None, ef: int | None = None) -> list[Hit]:
+        if self._chunks is None:
+            return []
+        def run(exact: bool) -> list[dict]:
+            q = self._chunks.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector") \
+                .distance_type("cosine").select([*CHUNK_COLUMNS, "_distance"]).limit(k)
+            if where:
+                q = q.where(where, prefilter=True)
+            if exact:
+                q = q.bypass_vector_index()
+            elif ef:
+                q = q.ef(ef)
+            return q.to_list()
+        ann = self.has_ann_index()
+        exact = not ann or (where is not None and self.count(where) <= EXACT_SEARCH_MAX)
+        rows = run(exact)
+        if not exact and len(rows) < k and (not where or self.count(where) > len(rows)):
+            rows = run(True)  # the ANN graph missed matches of a selective filter: search exactly
+        return [Hit(_row_to_chunk(r), 1.0 - float(r["_distance"]), {"dense": 1.0 - float(r["_distance"])})
+                for r in rows]
+
+    def sparse(self, query: str, k: int, where: str | None = None) -> list[Hit]:
+        if self._chunks is None or not query.strip():
+            return []
+        q = self._chunks.search(query, query_type="fts", fts_columns="search_text").select([*CHUNK_COLUMNS, "_score"]).limit(k)
+        if where:
+            q = q.where(where, prefilter=True)
+        try:
+            rows = q.to_list()
+        except (ValueError, RuntimeError) as exc:
+            if "no" in str(exc).lower() and "index" in str(exc).lower():
+                return []  # no full-text index yet (nothing finished ingesting)
+            raise
+        return [Hit(_row_to_chunk(r), float(r["_score"]), {"sparse": float(r["_score"])}) for r in rows]
+
+    def stats(self) -> StoreStats:
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) if self.path.exists() else 0
+        indices = self._chunks.list_indices() if self._chunks is not None else []
+        return StoreStats(
+            documents=self._docs.count_rows() if self._docs is not None else 0,
+            chunks=self.count(), size_bytes=size, backend=self.backend,
+            ann_index=any(i.columns == ["vector"] for i in indices),
+            fts_index=any(i.columns == ["search_text"] for i in indices),
+            extra={"path": os.fspath(self.path)},
+        )
