@@ -74,7 +74,8 @@ class LocalEmbedder:
         self._torch = torch
         self.batch_size = batch_size
         self.bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dim_of = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim_of())
         # the model's window minus [CLS] and [SEP]
         self.max_tokens = int(self._model.max_seq_length) - 2
         self.tokenizer = HFTokenizer(self._model.tokenizer)

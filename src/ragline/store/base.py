@@ -7,6 +7,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from ragline.retrieve.filters import Field
 from ragline.types import Chunk, Hit
 
 
@@ -34,25 +35,18 @@ class DocRecord:
     metadata: str = "{}"  # JSON of the parsed metadata
 
 
-@dataclass(frozen=True)
-class FilterField:
-    name: str
-    column: str
-    kind: str  # str | int | float | bool
-
-
 # Fields a query filter may name (see docs/filters.md).
-FILTER_FIELDS: dict[str, FilterField] = {
+FILTER_FIELDS: dict[str, Field] = {
     f.name: f
     for f in (
-        FilterField("source", "source", "str"),
-        FilterField("type", "type", "str"),
-        FilterField("title", "title", "str"),
-        FilterField("year", "year", "int"),
-        FilterField("page", "page", "int"),
-        FilterField("heading", "heading", "str"),
-        FilterField("language", "language", "str"),
-        FilterField("doc_id", "doc_id", "str"),
+        Field("source", "source", "str"),
+        Field("type", "type", "str"),
+        Field("title", "title", "str"),
+        Field("year", "year", "int"),
+        Field("page", "page", "int"),
+        Field("heading", "heading", "str"),
+        Field("language", "language", "str"),
+        Field("doc_id", "doc_id", "str"),
     )
 }
 

@@ -139,6 +139,9 @@ class LanceStore:
         # 1) chunks: insert new, update same-id, delete the old chunks of these docs: ONE commit
         if self._chunks is None:
             self._chunks = self._db.create_table("chunks", batch, schema=schema)
+            # index at once: rows added later are searched unindexed until finish(), so BM25
+            # answers even while (or after a kill during) the first ingest
+            self._create_fts()
         else:
             (self._chunks.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
              .when_not_matched_by_source_delete(f"doc_id IN {_sql_list(doc_ids)}").execute(batch))
@@ -173,14 +176,18 @@ class LanceStore:
                 self._chunks.delete(f"doc_id IN {_sql_list(orphans[i:i + 500])}")
         return len(orphans)
 
+    def _create_fts(self) -> None:
+        assert self._chunks is not None
+        self._chunks.create_fts_index("search_text", use_tantivy=False, base_tokenizer="simple",
+                                      language="English", stem=True, remove_stop_words=True,
+                                      lower_case=True, ascii_folding=True, with_position=False, replace=True)
+
     def finish(self) -> None:
         if self._chunks is None:
             return
         names = {idx.name: idx for idx in self._chunks.list_indices()}
         if not any(i.columns == ["search_text"] for i in names.values()):
-            self._chunks.create_fts_index("search_text", use_tantivy=False, base_tokenizer="simple",
-                                          language="English", stem=True, remove_stop_words=True,
-                                          lower_case=True, ascii_folding=True, with_position=False, replace=True)
+            self._create_fts()
         has_ann = any(i.columns == ["vector"] for i in names.values())
         if not has_ann and self._chunks.count_rows() >= self.ann_min_rows:
             self._chunks.create_index(metric="cosine", index_type="IVF_HNSW_SQ", m=self.hnsw_m,

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real bundled model, real stores in tmp dirs, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "corpus"
+SHARED = ROOT.parent / "shared" / "datasets"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from ragline.embed.local import LocalEmbedder
+
+    return LocalEmbedder("bundled:all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def shared_cache_path(tmp_path_factory) -> Path:
+    """One embedding cache for the session: tests that re-embed the same texts stay fast."""
+    return tmp_path_factory.mktemp("cache") / "embeddings.sqlite"
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A private copy of the demo corpus, safe to modify."""
+    dest = tmp_path / "corpus"
+    shutil.copytree(EXAMPLES, dest)
+    return dest
+
+
+class CLI:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "RAGLINE_HOME": str(home), "COLUMNS": "200"}
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "ragline.cli", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ragline {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str, check: bool = True) -> dict:
+        proc = self.run(*args, "--json", check=check)
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path) -> CLI:
+    return CLI(tmp_path / "home")
