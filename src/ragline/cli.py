@@ -215,6 +215,7 @@ def ask(
     """Answer a question from the indexed documents, with citations [n] and sources."""
 
     def go() -> None:
+        from ragline.generate.citations import pinpoint
         from ragline.types import Answer
 
         engine = _engine(_settings(home))
@@ -235,19 +236,22 @@ def ask(
             out.print("\n" + answer.text if answer.text.strip() else "")
         else:
             answer = gen.answer(question, hits)
+        answer = pinpoint(answer, engine.store)
         if as_json:
             _emit_json({"question": question, "answer": answer.text, "grounded": answer.grounded,
                         "generator": answer.generator,
-                        "citations": [{"n": c.n, "source": c.chunk.source, "page": c.chunk.page,
-                                       "heading_path": list(c.chunk.heading_path), "span": [c.chunk.start, c.chunk.end],
-                                       "snippet": c.snippet} for c in answer.citations]})
+                        "citations": [{"n": c.n, "source": c.chunk.source,
+                                       "page": c.page if c.page is not None else c.chunk.page,
+                                       "heading_path": list(c.heading_path or c.chunk.heading_path),
+                                       "span": [c.start, c.end] if c.start is not None else [c.chunk.start, c.chunk.end],
+                                       "chunk_id": c.chunk.id, "snippet": c.snippet} for c in answer.citations]})
             return
         if not (hasattr(gen, "stream") and stream):
             out.print(answer.text)
         if answer.citations:
             out.print("\n[bold]Sources[/bold]", markup=True)
             for c in answer.citations:
-                loc = f" ({c.chunk.location})" if c.chunk.location else ""
+                loc = f" ({c.location})" if c.location else ""
                 out.print(f"  [{c.n}] {c.chunk.source}{loc}", markup=False)
                 out.print(f"      \"{_snippet(c.snippet)}\"", markup=False)
         elif hits:

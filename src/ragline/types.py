@@ -87,11 +87,30 @@ class Hit:
 
 @dataclass(frozen=True)
 class Citation:
-    """Source ``n`` of an answer: the chunk it points to and the passage used."""
+    """Source ``n`` of an answer: the chunk it points to and the passage used.
+
+    ``start``/``end`` locate the snippet in the parsed document when known, and
+    ``page``/``heading_path`` are those of the snippet itself (a chunk may span several).
+    """
 
     n: int
     chunk: Chunk
     snippet: str
+    start: int | None = None
+    end: int | None = None
+    page: int | None = None
+    heading_path: tuple[str, ...] = ()
+
+    @property
+    def location(self) -> str:
+        parts = []
+        page = self.page if self.page is not None else self.chunk.page
+        if page is not None:
+            parts.append(f"p. {page}")
+        path = self.heading_path or self.chunk.heading_path
+        if path:
+            parts.append(" > ".join(path))
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)

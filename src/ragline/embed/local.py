@@ -54,6 +54,8 @@ class LocalEmbedder:
     def __init__(self, model: str, batch_size: int = 32, precision: str = "auto") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         if model.startswith("bundled:"):
             path, name = bundled_model_path(), BUNDLED_NAME
         else:

@@ -34,12 +34,14 @@ class ExtractiveAnswerer:
 
     def answer(self, question: str, hits: Sequence[Hit]) -> Answer:
         candidates: list[tuple[int, str]] = []  # (hit index, sentence)
+        spans: list[tuple[int, int]] = []  # each sentence's span in its document
         for i, hit in enumerate(hits):
             text = hit.chunk.text
             for a, b in sentence_spans(text):
                 sent = " ".join(text[a:b].split())
                 if 3 <= len(sent.split()) and len(sent) <= self.s.max_sentence_chars:
                     candidates.append((i, sent))
+                    spans.append((hit.chunk.start + a, hit.chunk.start + b))
         if not candidates:
             return Answer(NOT_FOUND, (), grounded=False, generator=self.name, hits=tuple(hits))
         q_vec = self.embedder.embed_query(question)
@@ -73,7 +75,8 @@ class ExtractiveAnswerer:
             hit_i, sent = candidates[j]
             if hit_i not in numbers:
                 numbers[hit_i] = len(numbers) + 1
-                citations.append(Citation(numbers[hit_i], hits[hit_i].chunk, sent))
+                start, end = spans[j]
+                citations.append(Citation(numbers[hit_i], hits[hit_i].chunk, sent, start, end))
             parts.append(f"{sent} [{numbers[hit_i]}]")
         return Answer(" ".join(parts), tuple(citations), grounded=True, generator=self.name, hits=tuple(hits))
 
