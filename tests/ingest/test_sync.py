@@ -163,3 +163,15 @@ def test_kill_during_ingest_leaves_a_consistent_index(tmp_path, corpus):
     rows = store._chunks.to_lance().to_table(columns=["id", "doc_id", "ordinal"]).to_pylist()
     assert len(rows) == len({r["id"] for r in rows})
     assert len(rows) == len({(r["doc_id"], r["ordinal"]) for r in rows})
+
+
+def test_changed_settings_with_files_present_rechunk_without_reparsing(tmp_path, embedder, corpus, monkeypatch):
+    make_syncer(tmp_path, embedder, ChunkPlan("recursive", 256)).sync([corpus])
+    import ragline.ingest.sync as sync_mod
+
+    def no_parsing(*a, **k):
+        raise AssertionError("a file was re-parsed although its bytes did not change")
+
+    monkeypatch.setattr(sync_mod, "parse_bytes", no_parsing)
+    r = make_syncer(tmp_path, embedder, ChunkPlan("fixed", 64, 8)).sync([corpus])
+    assert r.rechunked == 8 and r.replaced == 0 and r.added == 0 and r.failed == []

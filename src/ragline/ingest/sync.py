@@ -201,9 +201,9 @@ class Syncer:
                     report.skipped += 1
                     self.emit("file", {"path": source, "status": "skipped"})
                     continue
-                if rec and rec.file_hash == file_hash:
-                    full = self.store.get_documents([doc_id])[0]
-                    doc = document_from_record(full)
+                same_bytes = bool(rec and rec.file_hash == file_hash)
+                if same_bytes:  # only the chunk plan or model changed: re-chunk the stored text
+                    doc = document_from_record(self.store.get_documents([doc_id])[0])
                 else:
                     doc = parse_bytes(data, source, SUPPORTED_EXTENSIONS[path.suffix.lower()])
             except ParseError as exc:
@@ -212,7 +212,7 @@ class Syncer:
                 continue
             new = DocRecord(doc_id=doc_id, source=source, root=root, type=doc.type, file_hash=file_hash,
                             size=st.st_size, mtime=st.st_mtime, fingerprint="", n_chunks=0, **record_fields(doc))
-            items.append((doc, new, "replaced" if rec else "added"))
+            items.append((doc, new, "rechunked" if same_bytes else "replaced" if rec else "added"))
         if items:
             self._index([(d, r) for d, r, _ in items], report, [k for _, _, k in items])
 
