@@ -12,6 +12,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
@@ -24,7 +25,7 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality.")
 app.add_typer(eval_app, name="eval")
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 HomeOpt = typer.Option(None, "--home", envvar="RAGLINE_HOME", help="index directory [default: ./.ragline]")
 JsonOpt = typer.Option(False, "--json", help="machine-readable output")
@@ -75,10 +76,10 @@ def _run(fn):
     try:
         return fn()
     except (UserError, ConfigError, FilterError, DatasetError) as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print("[red]error:[/red] " + escape(str(exc)), markup=True, highlight=False)
         raise typer.Exit(2)
     except (EmbedError, StoreError, LLMError) as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print("[red]error:[/red] " + escape(str(exc)), markup=True, highlight=False)
         raise typer.Exit(1)
     except KeyboardInterrupt:
         err.print("interrupted: everything committed so far is kept; run the command again to finish")
@@ -138,7 +139,7 @@ def ingest(
             out.print(f"chunks written {report.chunks_written}, embedded {report.embedded}, "
                       f"from cache {report.embed_cache_hits}, in {report.seconds:.1f}s")
             for f in report.failed:
-                out.print(f"  [red]failed[/red] {f.path}: {f.reason}", markup=True)
+                out.print(f"  [red]failed[/red] {escape(f.path)}: {escape(f.reason)}", markup=True)
         if not report.ok:
             raise typer.Exit(1)
 

@@ -49,16 +49,23 @@ def load_beir(path: Path, split: str = "test") -> BeirDataset:
             parts = line.rstrip("\n").split("\t")
             if line_no == 1 and parts[0] == "query-id":
                 continue
-            if len(parts) != 3:
-                raise DatasetError(f"{need[2]}:{line_no}: expected 3 tab-separated columns")
+            if not line.strip():
+                continue
+            if len(parts) != 3 or not parts[2].strip().lstrip("-").isdigit():
+                raise DatasetError(f"{need[2]}:{line_no}: expected 'query-id<TAB>corpus-id<TAB>integer score'")
             qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
     queries = {}
     with open(need[1], encoding="utf-8") as f:
-        for line in f:
+        for line_no, line in enumerate(f, 1):
             if line.strip():
-                q = json.loads(line)
-                if q["_id"] in qrels:
-                    queries[q["_id"]] = q["text"]
+                try:
+                    q = json.loads(line)
+                    qid, text = str(q["_id"]), str(q["text"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise DatasetError(f"{need[1]}:{line_no}: expected a JSON object with _id and text "
+                                       f"({type(exc).__name__}: {exc})") from None
+                if qid in qrels:
+                    queries[qid] = text
     with open(need[0], encoding="utf-8") as f:
         n_docs = sum(1 for line in f if line.strip())
     return BeirDataset(path, queries, {q: qrels[q] for q in queries}, n_docs)

@@ -1,7 +1,8 @@
 """Ranking metrics over one query's ranked ids and its graded judgements.
 
 ``qrels`` maps an id to its relevance grade; grade > 0 counts as relevant.
-Gains for nDCG are 2^grade - 1 (equal to the grade for binary judgements).
+Gains for nDCG are 2^grade - 1 (equal to the grade for binary judgements); negative
+grades (TREC's "judged non-relevant" or spam) count as 0.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Mapping, Sequence
 
 
 def ndcg_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
-    dcg = sum((2 ** qrels.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    dcg = sum((2 ** max(0, qrels.get(d, 0)) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
     ideal = sorted((g for g in qrels.values() if g > 0), reverse=True)[:k]
     idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0

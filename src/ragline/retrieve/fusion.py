@@ -7,6 +7,9 @@ from typing import Mapping, Sequence
 from ragline.types import Hit
 
 
+FLOOR = 1e-6
+
+
 def _merge_scores(hits: Mapping[str, Sequence[Hit]]) -> tuple[dict[str, Hit], dict[str, dict[str, float]]]:
     by_id: dict[str, Hit] = {}
     raw: dict[str, dict[str, float]] = {}
@@ -41,7 +44,9 @@ def minmax(hits: Mapping[str, Sequence[Hit]], weights: Mapping[str, float]) -> l
         span = hi - lo
         w = weights.get(mode, 0.0)
         for h in ranked:
-            norm = (h.score - lo) / span if span > 0 else 1.0
+            # present in a list scores in [FLOOR, 1]; absent scores 0: a list's last hit still
+            # outranks what the list did not return at all
+            norm = FLOOR + (1 - FLOOR) * (h.score - lo) / span if span > 0 else 1.0
             fused[h.chunk.id] += w * norm
     order = sorted(fused, key=lambda cid: (-fused[cid], cid))
     return [Hit(by_id[c].chunk, fused[c], raw[c]) for c in order]

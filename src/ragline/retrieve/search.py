@@ -30,6 +30,9 @@ class Retriever:
         self.store, self.embedder, self.settings = store, embedder, settings
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-sparse")
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
     def request(self, text: str, **overrides) -> SearchRequest:
         s = self.settings
         values = {"k": s.k, "mode": s.mode, "aggregate": s.aggregate, **{k: v for k, v in overrides.items() if v is not None}}
