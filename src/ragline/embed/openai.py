@@ -10,6 +10,14 @@ import numpy as np
 from ragline.embed.base import EmbedError, Tokenizer, normalize
 
 
+def _pooled(embedding: list) -> list[float]:
+    """A vector as given, or the mean of per-token vectors (llama.cpp servers whose model
+    has no pooling answer with one vector per token)."""
+    if embedding and isinstance(embedding[0], list):
+        return np.asarray(embedding, dtype=np.float32).mean(axis=0).tolist()
+    return embedding
+
+
 class OpenAIEmbedder:
     """Calls ``POST {base_url}/embeddings``; batches inputs; L2-normalises results.
 
@@ -39,8 +47,8 @@ class OpenAIEmbedder:
         if resp.status_code != 200:
             raise EmbedError(f"embedding endpoint {url} answered {resp.status_code}: {resp.text[:300]}")
         try:
-            data = sorted(resp.json()["data"], key=lambda d: d["index"])
-            vectors = [d["embedding"] for d in data]
+            data = sorted(resp.json()["data"], key=lambda d: d.get("index", 0))
+            vectors = [_pooled(d["embedding"]) for d in data]
         except (ValueError, KeyError, TypeError):
             raise EmbedError(f"embedding endpoint {url} returned an unexpected body: {resp.text[:300]}") from None
         if len(vectors) != len(texts):
