@@ -300,11 +300,11 @@ def run_queries(ds, retriever, embedder, store, settings) -> dict:
     depth = max(r.candidates, QUERY_K)
     ef = max(r.hnsw_ef, depth)
     for v in vecs[:WARMUP_QUERIES]:
-        store.dense(v, depth, None, ef)
+        store.dense_candidates(v, depth, None, ef)
     dense_store = []
     for v in vecs:
         t = time.perf_counter()
-        store.dense(v, depth, None, ef)
+        store.dense_candidates(v, depth, None, ef)
         dense_store.append((time.perf_counter() - t) * 1000)
     result["query_embed_ms"] = latency_summary(emb)
     result["dense_store_search_ms"] = {**latency_summary(dense_store), "depth": depth, "ef": ef}
@@ -441,7 +441,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         retriever = Retriever(store, embedder, settings.retrieve)
         log(f"queries: {len(ds.queries)} per mode, modes {', '.join(MODES)}")
         query = run_queries(ds, retriever, embedder, store, settings)
-        retriever._pool.shutdown(wait=True)
         memory["ru_maxrss_end_mb"] = round(maxrss_bytes() / MB, 1)
 
     ratio = ingest["docs_per_s"] / baseline["docs_per_s"] if baseline and baseline["docs_per_s"] else None

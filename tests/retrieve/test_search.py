@@ -9,20 +9,19 @@ from ragline.embed.cache import EmbeddingCache
 from ragline.ingest.chunkers import ChunkPlan
 from ragline.ingest.indexer import Indexer, record_fields
 from ragline.retrieve.filters import FilterError
-from ragline.retrieve.fusion import best_per_document, minmax, rrf
+from ragline.retrieve.fusion import Candidate, best_per_document, minmax, rrf
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.base import DocRecord
 from ragline.store.lance import LanceStore
 from ragline.types import Chunk, Document, Hit, Section, content_hash
 
 
-def hit(cid: str, score: float, doc: str | None = None) -> Hit:
-    c = Chunk(id=cid, doc_id=doc or f"doc-{cid}", source=f"/s/{cid}", text=f"text {cid}", start=0, end=1, ordinal=0)
-    return Hit(c, score, {})
+def hit(cid: str, score: float, doc: str | None = None) -> Candidate:
+    return Candidate(cid, doc or f"doc-{cid}", score)
 
 
 def order(hits) -> list[str]:
-    return [h.chunk.id for h in hits]
+    return [h.key for h in hits]
 
 
 # --------------------------------------------------------------------------------------- rrf
@@ -30,7 +29,7 @@ def test_rrf_scores_are_sums_of_reciprocal_ranks():
     dense = [hit("a", 0.9), hit("b", 0.8), hit("c", 0.7)]
     sparse = [hit("c", 12.0), hit("d", 9.0), hit("a", 1.0)]
     fused = rrf({"dense": dense, "sparse": sparse}, k=60)
-    by_id = {h.chunk.id: h.score for h in fused}
+    by_id = {h.key: h.score for h in fused}
     assert by_id["a"] == pytest.approx(1 / 61 + 1 / 63)
     assert by_id["b"] == pytest.approx(1 / 62)
     assert by_id["c"] == pytest.approx(1 / 63 + 1 / 61)
@@ -38,16 +37,16 @@ def test_rrf_scores_are_sums_of_reciprocal_ranks():
     # a and c tie, as do b and d: ties go to the smaller chunk id
     assert order(fused) == ["a", "c", "b", "d"]
     # per-mode raw scores are kept for explanation
-    assert {h.chunk.id: dict(h.scores) for h in fused}["c"] == {"dense": 0.7, "sparse": 12.0}
-    assert {h.chunk.id: dict(h.scores) for h in fused}["d"] == {"sparse": 9.0}
+    assert {h.key: dict(h.scores) for h in fused}["c"] == {"dense": 0.7, "sparse": 12.0}
+    assert {h.key: dict(h.scores) for h in fused}["d"] == {"sparse": 9.0}
 
 
 def test_rrf_k_and_weights():
     dense = [hit("a", 1.0), hit("b", 0.5)]
     sparse = [hit("b", 3.0)]
-    fused = {h.chunk.id: h.score for h in rrf({"dense": dense, "sparse": sparse}, k=1)}
+    fused = {h.key: h.score for h in rrf({"dense": dense, "sparse": sparse}, k=1)}
     assert fused == pytest.approx({"a": 1 / 2, "b": 1 / 3 + 1 / 2})
-    weighted = {h.chunk.id: h.score for h in rrf({"dense": dense, "sparse": sparse}, k=1,
+    weighted = {h.key: h.score for h in rrf({"dense": dense, "sparse": sparse}, k=1,
                                                   weights={"dense": 2.0, "sparse": 0.5})}
     assert weighted == pytest.approx({"a": 2 / 2, "b": 2 / 3 + 0.5 / 2})
 
@@ -74,11 +73,11 @@ def test_rrf_empty_lists():
 def test_minmax_normalises_and_weights():
     dense = [hit("a", 0.9), hit("b", 0.7), hit("c", 0.5)]
     sparse = [hit("c", 10.0), hit("b", 6.0), hit("d", 2.0)]
-    fused = {h.chunk.id: h.score for h in minmax({"dense": dense, "sparse": sparse}, {"dense": 0.5, "sparse": 0.5})}
+    fused = {h.key: h.score for h in minmax({"dense": dense, "sparse": sparse}, {"dense": 0.5, "sparse": 0.5})}
     # dense: a 1, b .5, c ~0 ; sparse: c 1, b .5, d ~0 (a list's last hit keeps a tiny floor > 0)
     assert fused == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.0}, abs=1e-5)
     assert fused["d"] > 0.0  # returned by sparse, so above a chunk no list returned
-    fused = {h.chunk.id: h.score for h in minmax({"dense": dense, "sparse": sparse}, {"dense": 0.8, "sparse": 0.2})}
+    fused = {h.key: h.score for h in minmax({"dense": dense, "sparse": sparse}, {"dense": 0.8, "sparse": 0.2})}
     assert fused == pytest.approx({"a": 0.8, "b": 0.8 * 0.5 + 0.2 * 0.5, "c": 0.2, "d": 0.0}, abs=1e-5)
 
 
@@ -101,7 +100,7 @@ def test_minmax_chunk_in_one_list_only_and_single_item_lists():
     dense = [hit("a", 0.9), hit("b", 0.3)]
     sparse = [hit("s", 4.0)]  # one item: span 0, normalised to 1
     fused = minmax({"dense": dense, "sparse": sparse}, {"dense": 0.6, "sparse": 0.4})
-    assert {h.chunk.id: h.score for h in fused} == pytest.approx({"a": 0.6, "s": 0.4, "b": 0.0}, abs=1e-5)
+    assert {h.key: h.score for h in fused} == pytest.approx({"a": 0.6, "s": 0.4, "b": 0.0}, abs=1e-5)
     assert order(fused) == ["a", "s", "b"]
     assert dict(fused[1].scores) == {"sparse": 4.0}
     assert minmax({"dense": [], "sparse": []}, {"dense": 0.5, "sparse": 0.5}) == []
@@ -120,7 +119,7 @@ def test_best_per_document_keeps_first_chunk_of_each_document_in_order():
     hits = [hit("1", 0.9, "A"), hit("2", 0.8, "B"), hit("3", 0.7, "A"), hit("4", 0.6, "C"), hit("5", 0.5, "B")]
     kept = best_per_document(hits)
     assert order(kept) == ["1", "2", "4"]
-    assert [h.chunk.doc_id for h in kept] == ["A", "B", "C"]
+    assert [h.doc_id for h in kept] == ["A", "B", "C"]
     assert best_per_document([]) == []
 
 

@@ -1,63 +1,88 @@
-"""Fusing ranked lists from several retrievers into one ranking."""
+"""Fusing ranked candidate lists from several retrievers into one ranking.
+
+Fusion works on light candidates (a backend row key, the document id and a score),
+so only the final top k rows are ever fetched with their text.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-from ragline.types import Hit
-
+from dataclasses import dataclass, field
+from typing import Hashable, Mapping, Sequence
 
 FLOOR = 1e-6
 
 
-def _merge_scores(hits: Mapping[str, Sequence[Hit]]) -> tuple[dict[str, Hit], dict[str, dict[str, float]]]:
-    by_id: dict[str, Hit] = {}
-    raw: dict[str, dict[str, float]] = {}
-    for mode, ranked in hits.items():
-        for h in ranked:
-            by_id.setdefault(h.chunk.id, h)
-            raw.setdefault(h.chunk.id, {})[mode] = h.score
-    return by_id, raw
+@dataclass(frozen=True)
+class Candidate:
+    key: Hashable  # the backend's handle for the chunk row
+    doc_id: str
+    score: float
 
 
-def rrf(hits: Mapping[str, Sequence[Hit]], k: int = 60, weights: Mapping[str, float] | None = None) -> list[Hit]:
+@dataclass(frozen=True)
+class Fused:
+    key: Hashable
+    doc_id: str
+    score: float
+    scores: Mapping[str, float] = field(default_factory=dict)  # raw score per mode
+
+
+def _merge(lists: Mapping[str, Sequence[Candidate]]) -> tuple[dict, dict[Hashable, dict[str, float]]]:
+    doc_of: dict[Hashable, str] = {}
+    raw: dict[Hashable, dict[str, float]] = {}
+    for mode, ranked in lists.items():
+        for c in ranked:
+            doc_of.setdefault(c.key, c.doc_id)
+            raw.setdefault(c.key, {})[mode] = c.score
+    return doc_of, raw
+
+
+def _ranked(fused: dict[Hashable, float], doc_of: dict, raw: dict) -> list[Fused]:
+    order = sorted(fused, key=lambda key: (-fused[key], str(key)))
+    return [Fused(k, doc_of[k], fused[k], raw[k]) for k in order]
+
+
+def single(mode: str, ranked: Sequence[Candidate]) -> list[Fused]:
+    """One list, unchanged, in the fused shape."""
+    return [Fused(c.key, c.doc_id, c.score, {mode: c.score}) for c in ranked]
+
+
+def rrf(lists: Mapping[str, Sequence[Candidate]], k: int = 60, weights: Mapping[str, float] | None = None) -> list[Fused]:
     """Reciprocal rank fusion: score = sum over lists of w / (k + rank), rank from 1."""
-    by_id, raw = _merge_scores(hits)
-    fused: dict[str, float] = {}
-    for mode, ranked in hits.items():
+    doc_of, raw = _merge(lists)
+    fused: dict[Hashable, float] = {}
+    for mode, ranked in lists.items():
         w = 1.0 if weights is None else weights.get(mode, 0.0)
-        for rank, h in enumerate(ranked, start=1):
-            fused[h.chunk.id] = fused.get(h.chunk.id, 0.0) + w / (k + rank)
-    order = sorted(fused, key=lambda cid: (-fused[cid], cid))
-    return [Hit(by_id[c].chunk, fused[c], raw[c]) for c in order]
+        for rank, c in enumerate(ranked, start=1):
+            fused[c.key] = fused.get(c.key, 0.0) + w / (k + rank)
+    return _ranked(fused, doc_of, raw)
 
 
-def minmax(hits: Mapping[str, Sequence[Hit]], weights: Mapping[str, float]) -> list[Hit]:
+def minmax(lists: Mapping[str, Sequence[Candidate]], weights: Mapping[str, float]) -> list[Fused]:
     """Weighted sum of min-max normalised scores; a chunk missing from a list scores 0 there."""
-    by_id, raw = _merge_scores(hits)
-    fused: dict[str, float] = {cid: 0.0 for cid in by_id}
-    for mode, ranked in hits.items():
+    doc_of, raw = _merge(lists)
+    fused: dict[Hashable, float] = {key: 0.0 for key in doc_of}
+    for mode, ranked in lists.items():
         if not ranked:
             continue
-        scores = [h.score for h in ranked]
+        scores = [c.score for c in ranked]
         lo, hi = min(scores), max(scores)
         span = hi - lo
         w = weights.get(mode, 0.0)
-        for h in ranked:
+        for c in ranked:
             # present in a list scores in [FLOOR, 1]; absent scores 0: a list's last hit still
             # outranks what the list did not return at all
-            norm = FLOOR + (1 - FLOOR) * (h.score - lo) / span if span > 0 else 1.0
-            fused[h.chunk.id] += w * norm
-    order = sorted(fused, key=lambda cid: (-fused[cid], cid))
-    return [Hit(by_id[c].chunk, fused[c], raw[c]) for c in order]
+            norm = FLOOR + (1 - FLOOR) * (c.score - lo) / span if span > 0 else 1.0
+            fused[c.key] += w * norm
+    return _ranked(fused, doc_of, raw)
 
 
-def best_per_document(hits: Sequence[Hit]) -> list[Hit]:
+def best_per_document(ranked: Sequence[Fused]) -> list[Fused]:
     """Keep the highest-ranked chunk of each document, in rank order."""
     seen: set[str] = set()
     out = []
-    for h in hits:
-        if h.chunk.doc_id not in seen:
-            seen.add(h.chunk.doc_id)
-            out.append(h)
+    for f in ranked:
+        if f.doc_id not in seen:
+            seen.add(f.doc_id)
+            out.append(f)
     return out

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 from ragline.config import RetrieveSettings
 from ragline.embed.base import Embedder
 from ragline.retrieve.filters import compile_filter
-from ragline.retrieve.fusion import best_per_document, minmax, rrf
+from ragline.retrieve.fusion import best_per_document, minmax, rrf, single
 from ragline.store.base import FILTER_FIELDS, Store
 from ragline.types import Hit
 
@@ -28,10 +27,6 @@ class SearchRequest:
 class Retriever:
     def __init__(self, store: Store, embedder: Embedder, settings: RetrieveSettings) -> None:
         self.store, self.embedder, self.settings = store, embedder, settings
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-sparse")
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False)
 
     def request(self, text: str, **overrides) -> SearchRequest:
         s = self.settings
@@ -43,24 +38,23 @@ class Retriever:
         # fetch more than k: fusion needs depth, and document aggregation collapses chunks
         depth = max(self.settings.candidates, req.k * (3 if req.aggregate == "document" else 1))
         ef = max(self.settings.hnsw_ef, depth)
-        dense = sparse = None
+        store = self.store
         if req.mode == "sparse":
-            sparse = self.store.sparse(req.text, depth, where)
+            ranked = single("sparse", store.sparse_candidates(req.text, depth, where))
         elif req.mode == "dense":
-            dense = self.store.dense(self.embedder.embed_query(req.text), depth, where, ef)
-        else:  # BM25 runs in a thread while the query is embedded and searched densely
-            pending = self._pool.submit(self.store.sparse, req.text, depth, where)
-            dense = self.store.dense(self.embedder.embed_query(req.text), depth, where, ef)
-            sparse = pending.result()
-        if req.mode == "hybrid":
-            lists = {"dense": dense or [], "sparse": sparse or []}
+            ranked = single("dense", store.dense_candidates(self.embedder.embed_query(req.text), depth, where, ef))
+        else:
+            # sequential: on a small CPU the model already uses every core, and a BM25 thread
+            # beside it measured no faster (bench/README.md)
+            lists = {"sparse": store.sparse_candidates(req.text, depth, where),
+                     "dense": store.dense_candidates(self.embedder.embed_query(req.text), depth, where, ef)}
             if self.settings.fusion == "rrf":
-                hits = rrf(lists, self.settings.rrf_k)
+                ranked = rrf(lists, self.settings.rrf_k)
             else:
                 w = self.settings.dense_weight
-                hits = minmax(lists, {"dense": w, "sparse": 1.0 - w})
-        else:
-            hits = list(dense if dense is not None else sparse or [])
+                ranked = minmax(lists, {"dense": w, "sparse": 1.0 - w})
         if req.aggregate == "document":
-            hits = best_per_document(hits)
-        return hits[: req.k]
+            ranked = best_per_document(ranked)
+        top = ranked[: req.k]
+        rows = store.fetch([f.key for f in top])
+        return [Hit(rows[f.key], f.score, f.scores) for f in top if f.key in rows]

@@ -8,6 +8,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from ragline.retrieve.filters import Field
+from ragline.retrieve.fusion import Candidate
 from ragline.types import Chunk, Hit
 
 
@@ -81,6 +82,16 @@ class Store(Protocol):
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Remove documents and all their chunks."""
+
+    def dense_candidates(self, vector: np.ndarray, k: int, where: str | None = None,
+                         ef: int | None = None) -> list[Candidate]:
+        """Nearest chunks by cosine similarity as light candidates, prefiltered by ``where``."""
+
+    def sparse_candidates(self, query: str, k: int, where: str | None = None) -> list[Candidate]:
+        """Best chunks by BM25 as light candidates, prefiltered by ``where``."""
+
+    def fetch(self, keys: Sequence[Any]) -> dict[Any, Chunk]:
+        """Full chunks for candidate keys (keys missing from the store are left out)."""
 
     def dense(self, vector: np.ndarray, k: int, where: str | None = None, ef: int | None = None) -> list[Hit]:
         """Nearest chunks by cosine similarity, prefiltered by ``where``."""

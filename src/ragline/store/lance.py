@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ragline.retrieve.fusion import Candidate
 from ragline.store.base import DocRecord, StoreError, StoreStats
 from ragline.types import Chunk, Hit
 
@@ -75,6 +76,12 @@ class LanceStore:
             self._db = lancedb.connect(str(self.path))
         except OSError as exc:
             raise StoreError(f"cannot open the index at {self.path}: {exc}") from None
+        # Read caches. LanceDB tables opened here see other processes' commits only when
+        # reopened, so the version changes only through this object's writes, which reset them.
+        self._dataset: tuple | None = None  # (table version, lance dataset)
+        self._matrix: tuple | None = None  # (table version, vectors, row ids, doc ids)
+        self._ann: tuple | None = None  # (table version, has an ANN index)
+        self._row_order: tuple | None = None  # (table version, sorted row ids, their scan positions)
         names = set(self._db.table_names())
         self._chunks = self._db.open_table("chunks") if "chunks" in names else None
         self._docs = self._db.open_table("documents") if "documents" in names else None
@@ -145,6 +152,7 @@ class LanceStore:
         else:
             (self._chunks.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
              .when_not_matched_by_source_delete(f"doc_id IN {_sql_list(doc_ids)}").execute(batch))
+        self._invalidate()
         # 2) document records (a crash between 1 and 2 only makes the next sync redo these docs)
         self.write_records(docs)
 
@@ -157,6 +165,7 @@ class LanceStore:
             self._docs.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all().execute(doc_table)
 
     def delete(self, doc_ids: Sequence[str]) -> None:
+        self._invalidate()
         for i in range(0, len(doc_ids), 500):
             part = _sql_list(doc_ids[i : i + 500])
             if self._chunks is not None:
@@ -172,6 +181,7 @@ class LanceStore:
         ids = set(self._chunks.to_lance().to_table(columns=["doc_id"]).column("doc_id").to_pylist())
         orphans = sorted(ids - known)
         if orphans:
+            self._invalidate()
             for i in range(0, len(orphans), 500):
                 self._chunks.delete(f"doc_id IN {_sql_list(orphans[i:i + 500])}")
         return len(orphans)
@@ -183,6 +193,7 @@ class LanceStore:
                                       lower_case=True, ascii_folding=True, with_position=False, replace=True)
 
     def finish(self) -> None:
+        self._invalidate()
         if self._chunks is None:
             return
         names = {idx.name: idx for idx in self._chunks.list_indices()}
@@ -203,42 +214,122 @@ class LanceStore:
         return int(self._chunks.count_rows(where) if where else self._chunks.count_rows())
 
     def has_ann_index(self) -> bool:
-        return self._chunks is not None and any(i.columns == ["vector"] for i in self._chunks.list_indices())
-
-    def dense(self, vector: np.ndarray, k: int, where: str | None = None, ef: int | None = None) -> list[Hit]:
         if self._chunks is None:
+            return False
+        version = self._ds()[0]
+        if self._ann is None or self._ann[0] != version:
+            self._ann = (version, any(i.columns == ["vector"] for i in self._chunks.list_indices()))
+        return self._ann[1]
+
+    # Two phases: light candidates (row id, doc id, score) for fusion, then `fetch` of the
+    # final rows only, with their text. `dense`/`sparse` do both for callers wanting Hits.
+    def dense_candidates(self, vector: np.ndarray, k: int, where: str | None = None,
+                         ef: int | None = None) -> list[Candidate]:
+        if self._chunks is None or k <= 0:
             return []
+        vector = np.asarray(vector, dtype=np.float32)
+        ann = self.has_ann_index()
+        if not ann and where is None:
+            return self._dense_in_memory(vector, k)
+
         def run(exact: bool) -> list[dict]:
-            q = self._chunks.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector") \
-                .distance_type("cosine").select([*CHUNK_COLUMNS, "_distance"]).limit(k)
+            q = self._chunks.search(vector, vector_column_name="vector").distance_type("cosine") \
+                .select(["doc_id", "_distance"]).with_row_id(True).limit(k)
             if where:
                 q = q.where(where, prefilter=True)
             if exact:
                 q = q.bypass_vector_index()
             elif ef:
                 q = q.ef(ef)
-            return q.to_list()
-        ann = self.has_ann_index()
+            return q.to_arrow().to_pylist()
+
         exact = not ann or (where is not None and self.count(where) <= EXACT_SEARCH_MAX)
         rows = run(exact)
         if not exact and len(rows) < k and (not where or self.count(where) > len(rows)):
             rows = run(True)  # the ANN graph missed matches of a selective filter: search exactly
-        return [Hit(_row_to_chunk(r), 1.0 - float(r["_distance"]), {"dense": 1.0 - float(r["_distance"])})
-                for r in rows]
+        return [Candidate(r["_rowid"], r["doc_id"], 1.0 - float(r["_distance"])) for r in rows]
 
-    def sparse(self, query: str, k: int, where: str | None = None) -> list[Hit]:
-        if self._chunks is None or not query.strip():
+    def _invalidate(self) -> None:
+        self._dataset = None
+
+    def _ds(self) -> tuple[int, object]:
+        """The current version and its Lance dataset, cached until this object writes."""
+        assert self._chunks is not None
+        if self._dataset is None:
+            self._dataset = (self._chunks.version, self._chunks.to_lance())
+        return self._dataset
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """All vectors of the current table version with their row ids and doc ids. Exact search
+        below the ANN threshold: one matrix product beats a scan through Lance by ~10x here."""
+        version, ds = self._ds()
+        if self._matrix is None or self._matrix[0] != version:
+            t = ds.to_table(columns=["vector", "doc_id"], with_row_id=True)
+            flat = t.column("vector").combine_chunks().flatten()
+            matrix = np.asarray(flat, dtype=np.float32).reshape(-1, self.dim)
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            matrix = matrix / np.where(norms == 0, 1.0, norms)  # cosine, whatever the writer stored
+            self._matrix = (version, matrix, t.column("_rowid").to_numpy(), t.column("doc_id").to_pylist())
+        return self._matrix[1], self._matrix[2], self._matrix[3]
+
+    def _offsets(self, keys: Sequence[int]) -> list[int] | None:
+        """Scan positions of row ids (for `take`, the fastest fetch), or None if not loaded."""
+        if self._matrix is None or self._chunks is None or self._matrix[0] != self._ds()[0]:
+            return None
+        if self._row_order is None or self._row_order[0] != self._matrix[0]:
+            order = np.argsort(self._matrix[2], kind="stable")
+            self._row_order = (self._matrix[0], self._matrix[2][order], order)
+        _, sorted_ids, order = self._row_order
+        wanted = np.asarray(keys, dtype=sorted_ids.dtype)
+        pos = np.searchsorted(sorted_ids, wanted)
+        pos[pos >= len(sorted_ids)] = 0
+        if not np.array_equal(sorted_ids[pos], wanted):
+            return None
+        return order[pos].tolist()
+
+    def _dense_in_memory(self, vector: np.ndarray, k: int) -> list[Candidate]:
+        matrix, row_ids, doc_ids = self._vectors()
+        if not len(matrix):
             return []
-        q = self._chunks.search(query, query_type="fts", fts_columns="search_text").select([*CHUNK_COLUMNS, "_score"]).limit(k)
+        norm = float(np.linalg.norm(vector))
+        scores = matrix @ (vector / norm if norm else vector)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [Candidate(int(row_ids[i]), doc_ids[i], float(scores[i])) for i in top]
+
+    def sparse_candidates(self, query: str, k: int, where: str | None = None) -> list[Candidate]:
+        if self._chunks is None or not query.strip() or k <= 0:
+            return []
+        q = self._chunks.search(query, query_type="fts", fts_columns="search_text") \
+            .select(["doc_id", "_score"]).with_row_id(True).limit(k)
         if where:
             q = q.where(where, prefilter=True)
-        try:
-            rows = q.to_list()
-        except (ValueError, RuntimeError) as exc:
-            if "no" in str(exc).lower() and "index" in str(exc).lower():
-                return []  # no full-text index yet (nothing finished ingesting)
-            raise
-        return [Hit(_row_to_chunk(r), float(r["_score"]), {"sparse": float(r["_score"])}) for r in rows]
+        rows = q.to_arrow().to_pylist()
+        return [Candidate(r["_rowid"], r["doc_id"], float(r["_score"])) for r in rows]
+
+    def fetch(self, keys: Sequence[int]) -> dict[int, Chunk]:
+        """Full chunks (text and provenance) for candidate row ids."""
+        if self._chunks is None or not keys:
+            return {}
+        offsets = self._offsets(keys)
+        ds = self._ds()[1]
+        if offsets is not None:
+            rows = ds.take(offsets, columns=CHUNK_COLUMNS).to_pylist()
+            return {k: _row_to_chunk(r) for k, r in zip(keys, rows)}
+        t = ds.to_table(columns=CHUNK_COLUMNS, with_row_id=True,
+                                             filter=f"_rowid IN ({', '.join(str(int(k)) for k in keys)})")
+        return {r["_rowid"]: _row_to_chunk(r) for r in t.to_pylist()}
+
+    def _hits(self, cands: list[Candidate], mode: str) -> list[Hit]:
+        rows = self.fetch([c.key for c in cands])
+        return [Hit(rows[c.key], c.score, {mode: c.score}) for c in cands if c.key in rows]
+
+    def dense(self, vector: np.ndarray, k: int, where: str | None = None, ef: int | None = None) -> list[Hit]:
+        return self._hits(self.dense_candidates(vector, k, where, ef), "dense")
+
+    def sparse(self, query: str, k: int, where: str | None = None) -> list[Hit]:
+        return self._hits(self.sparse_candidates(query, k, where), "sparse")
 
     def stats(self) -> StoreStats:
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) if self.path.exists() else 0
