@@ -385,9 +385,10 @@ def eval_beir(
             return
         t = Table(title=f"{path.name}: {ds.n_docs} documents, {len(ds.queries)} queries")
         cols = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100", "latency_ms_p50", "latency_ms_p95"]
+        labels = ["nDCG@10", "R@10", "R@100", "MRR@10", "MAP@100", "p50 ms", "p95 ms"]
         t.add_column("mode")
-        for c in cols:
-            t.add_column(c.replace("latency_ms_", "ms "), justify="right")
+        for label in labels:
+            t.add_column(label, justify="right")
         for mode, m in data["modes"].items():
             t.add_row(mode, *[f"{m[c]:.4f}" if not c.startswith("lat") else f"{m[c]:.1f}" for c in cols])
         out.print(t)
