@@ -91,3 +91,15 @@ def test_fingerprint_changes_with_settings_and_model():
     assert a != ChunkPlan("recursive", 200, 0).fingerprint("m1")
     assert a != ChunkPlan("fixed", 256, 0).fingerprint("m1")
     assert a != ChunkPlan("recursive", 256, 0).fingerprint("m2")
+
+
+def test_recursive_balances_chunk_sizes(embedder):
+    # ~1.2 windows of sentences: two even halves, not a full window plus a small tail
+    text = " ".join(f"Sentence {i} says something about subject {i}." for i in range(40))
+    tok = embedder.tokenizer
+    total = tok.count(text)
+    assert 256 < total < 380
+    chunks = chunk_document(_doc(text), "d", ChunkPlan("recursive", 256, 0), tok, embedder.max_tokens)
+    sizes = [tok.count(c.text) for c in chunks]
+    assert len(sizes) == 2
+    assert min(sizes) > 0.35 * total and max(sizes) <= 254

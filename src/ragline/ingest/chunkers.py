@@ -31,7 +31,7 @@ class ChunkPlan:
     title_prefix: bool = True
 
     def fingerprint(self, model_id: str) -> str:
-        return content_hash(f"{self.strategy}|{self.size}|{self.overlap}|{self.title_prefix}|{model_id}|v1")
+        return content_hash(f"{self.strategy}|{self.size}|{self.overlap}|{self.title_prefix}|{model_id}|v2")
 
 
 Span = tuple[int, int]
@@ -89,12 +89,22 @@ class _Packer:
             out.extend(self.units(part, level + 1))
         return out
 
+    def _balanced_limit(self, total: int) -> int:
+        """Aim for equal-sized chunks: 300 tokens become two of ~150, not 254 + 46. Fewer tiny
+        tail chunks, and attention (quadratic in length) costs less for the same text."""
+        if total <= self.budget or self.overlap:
+            return self.budget
+        n = -(-total // self.budget)  # ceil
+        target = -(-total // n)
+        return min(self.budget, target + max(8, target // 8))
+
     def pack(self, units: list[tuple[Span, int]]) -> list[Span]:
         chunks: list[Span] = []
         cur: list[tuple[Span, int]] = []
         total = 0
+        limit = self._balanced_limit(sum(n for _, n in units))
         for unit in units:
-            if cur and total + unit[1] > self.budget:
+            if cur and total + unit[1] > limit:
                 chunks.append((cur[0][0][0], cur[-1][0][1]))
                 carry: list[tuple[Span, int]] = []
                 carried = 0
