@@ -292,7 +292,9 @@ class LanceStore:
         if not len(matrix):
             return []
         norm = float(np.linalg.norm(vector))
-        scores = matrix @ (vector / norm if norm else vector)
+        # einsum, not BLAS: OpenBLAS threads spin after a product and starve the model's
+        # threads on small CPUs (a query embedded next took 22 ms instead of 9)
+        scores = np.einsum("ij,j->i", matrix, vector / norm if norm else vector)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
