@@ -213,7 +213,7 @@ def ask(
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Answer a question from the indexed documents, with citations [n] and sources."""
+    """Answer a question from the indexed documents, with numbered citations and a source list."""
 
     def go() -> None:
         from ragline.generate.citations import pinpoint
