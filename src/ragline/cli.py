@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality.")
 app.add_typer(eval_app, name="eval")
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # document text is never markup
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 HomeOpt = typer.Option(None, "--home", envvar="RAGLINE_HOME", help="index directory [default: ./.ragline]")
@@ -191,7 +191,7 @@ def query(
             out.print("no results")
         for i, h in enumerate(hits, 1):
             loc = f" ({h.chunk.location})" if h.chunk.location else ""
-            out.print(f"[bold]{i}.[/bold] {h.score:.3f}  {h.chunk.source}{loc}", markup=True)
+            out.print(f"[bold]{i}.[/bold] {h.score:.3f}  {escape(h.chunk.source + loc)}", markup=True)
             out.print(f"   {_snippet(h.chunk.text, 240)}")
 
     _run(go)
@@ -226,15 +226,19 @@ def ask(
         gen = engine.generator()
         answer: Answer | None = None
         if hasattr(gen, "stream") and stream and not as_json:
+            streamed = []
             for item in gen.stream(question, hits):
                 if isinstance(item, Answer):
                     answer = item
                 else:
-                    out.print(item, end="")
+                    streamed.append(item)
+                    out.print(item, end="", markup=False)
             out.print()
             assert answer is not None
-            # the streamed text may carry citation marks that were removed as invalid: show the clean one
-            out.print("\n" + answer.text if answer.text.strip() else "")
+            if "".join(streamed).strip() != answer.text:
+                # citation marks pointing at no source were removed: say so, show the checked text
+                out.print("\n[dim]checked answer (invalid citation marks removed):[/dim]", markup=True)
+                out.print(answer.text, markup=False)
         else:
             answer = gen.answer(question, hits)
         answer = pinpoint(answer, engine.store)
@@ -248,7 +252,7 @@ def ask(
                                        "chunk_id": c.chunk.id, "snippet": c.snippet} for c in answer.citations]})
             return
         if not (hasattr(gen, "stream") and stream):
-            out.print(answer.text)
+            out.print(answer.text, markup=False)
         if answer.citations:
             out.print("\n[bold]Sources[/bold]", markup=True)
             for c in answer.citations:
