@@ -17,6 +17,11 @@ def test_ingest_status_query_ask(cli, corpus):
     assert status["documents"] == 8
     assert status["chunks"] == report["chunks_written"]
     assert status["types"]["pdf"] == 1 and status["types"]["docx"] == 1
+    assert status["index"]["embedding_model"].startswith("all-MiniLM-L6-v2@")
+    assert status["documents_pending"] == 0 and status["settings_changed"] is False
+    cli.env["RAGLINE_CHUNK__SIZE"] = "128"
+    assert cli.json("status")["settings_changed"] is True
+    del cli.env["RAGLINE_CHUNK__SIZE"]
 
     res = cli.json("query", "How many moons does Mars have?", "-k", "3")
     assert res["hits"][0]["source"].endswith("mars.html")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from datetime import datetime, timezone
 from functools import cached_property
 
 from ragline.config import Settings
@@ -70,6 +73,15 @@ class Engine:
         indexer = Indexer(store, self.embedder, self.cache, self.plan)
         mb = self.settings.ingest.max_file_mb
         return Syncer(indexer, self.settings.ingest.batch_docs, int(mb * 2**20), on_event)
+
+    def record_index_info(self, fingerprint: str) -> None:
+        """Remember what the index was last built with (read by `ragline status`)."""
+        info = {"embedding_model": self.embedder.model_id, "dimension": self.embedder.dim,
+                "chunking": self.settings.chunk.model_dump(), "fingerprint": fingerprint,
+                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        tmp = self.home / "index.json.tmp"
+        tmp.write_text(json.dumps(info, indent=1), "utf-8")
+        os.replace(tmp, self.home / "index.json")
 
     @cached_property
     def sources(self) -> SourceRegistry:

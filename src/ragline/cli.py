@@ -130,6 +130,7 @@ def ingest(
                 if root.exists():
                     engine.sources.add(str(root))
             report = syncer.sync(roots, prune=prune)
+            engine.record_index_info(syncer.indexer.fingerprint)
         if as_json:
             _emit_json(report.as_dict())
         else:
@@ -292,12 +293,23 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
 
         info["sources"] = SourceRegistry(settings.home / "sources.json").load()
         info["embedding_model"] = settings.embed.model
+        built = _read_json(settings.home / "index.json")
+        if built:
+            info["index"] = built
+            info["embedding_model"] = built["embedding_model"]
+            if path.exists():
+                info["documents_pending"] = sum(1 for r in recs.values() if r.fingerprint != built["fingerprint"])
+            info["settings_changed"] = built["chunking"] != settings.chunk.model_dump()
         info["chunking"] = settings.chunk.model_dump()
         info["llm"] = settings.llm.base_url or "none (extractive answers)"
         if as_json:
             _emit_json(info)
             return
         t = Table(show_header=False, box=None)
+        if info.get("settings_changed"):
+            out.print("chunk settings changed since the last ingest: run `ragline ingest` to re-chunk")
+        if info.get("documents_pending"):
+            out.print(f"{info['documents_pending']} documents wait for re-indexing: run `ragline ingest`")
         for key in ("home", "documents", "chunks", "embedding_model", "store", "size_bytes", "sources", "llm"):
             val = info.get(key)
             if key == "size_bytes":
@@ -306,6 +318,13 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
         out.print(t)
 
     _run(go)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _count_by(values) -> dict[str, int]:
@@ -323,14 +342,20 @@ def eval_beir(
     split: str = typer.Option("test", help="qrels split file name"),
     index_dir: Optional[Path] = typer.Option(None, help="where to build the index [default: a temporary directory]"),
     max_queries: Optional[int] = typer.Option(None, help="score only the first N queries"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="also write the JSON result here"),
+    max_docs: Optional[int] = typer.Option(None, help="index only the documents judged for the scored queries "
+                                                      "plus the first N others in corpus order (a fast slice)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="also write the JSON result, with per-query values, here"),
+    per_query: bool = typer.Option(False, "--per-query", help="include per-query values in --json output"),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Index a BEIR dataset from scratch and report nDCG@10, recall, MRR, MAP and latency per mode."""
+    """Index a BEIR dataset from scratch and report nDCG@10, recall, precision, hit rate, MRR, MAP and
+    latency per mode."""
 
     def go() -> None:
-        from ragline.evaluate.beir import evaluate, index_corpus, load_beir
+        from ragline import __version__
+        from ragline.evaluate.beir import dataset_fingerprint, evaluate, index_corpus, load_beir, slice_corpus
         from ragline.ingest.indexer import Indexer
         from ragline.retrieve.search import Retriever
         from ragline.store.lance import LanceStore
@@ -339,9 +364,15 @@ def eval_beir(
         bad = [m for m in wanted if m not in ("dense", "sparse", "hybrid")]
         if bad:
             raise UserError(f"unknown mode(s) {', '.join(bad)}; use dense, sparse, hybrid")
+        if max_docs is not None and max_docs < 0:
+            raise UserError(f"--max-docs must be 0 or more, not {max_docs}")
         ds = load_beir(path, split)
+        fingerprint = dataset_fingerprint(path, split)
+        corpus_docs = ds.n_docs
         if max_queries:
             ds.queries = dict(list(ds.queries.items())[:max_queries])
+        if max_docs is not None:
+            ds = slice_corpus(ds, max_docs)
         settings = _settings(home)
         engine = _engine(settings)
         tmp = None
@@ -373,23 +404,32 @@ def eval_beir(
         finally:
             if tmp:
                 tmp.cleanup()
-        data = {
+        data: dict[str, Any] = {
             "dataset": str(path), "documents": ds.n_docs, "queries": len(ds.queries),
+            "corpus_documents": corpus_docs, "split": split, "max_queries": max_queries, "max_docs": max_docs,
+            "dataset_fingerprint": fingerprint, "ragline_version": __version__,
             "settings": {"embedding_model": engine.embedder.model_id, "chunking": settings.chunk.model_dump(),
                          "retrieve": settings.retrieve.model_dump()},
             "ingest": ingest_stats,
             "modes": {m.mode: {**{k: round(v, 4) for k, v in m.metrics.items()},
                                "latency_ms_p50": round(m.latency_ms["p50"], 2),
                                "latency_ms_p95": round(m.latency_ms["p95"], 2)} for m in results},
+            "per_query": {m.mode: {qid: {k: round(v, 6) for k, v in values.items()}
+                                   for qid, values in m.per_query.items()} for m in results},
         }
         if output:
-            output.write_text(json.dumps(data, indent=2))
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                output.write_text(json.dumps(data, indent=2), encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
         if as_json:
-            _emit_json(data)
+            _emit_json(data if per_query else {k: v for k, v in data.items() if k != "per_query"})
             return
         t = Table(title=f"{path.name}: {ds.n_docs} documents, {len(ds.queries)} queries")
-        cols = ["ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100", "latency_ms_p50", "latency_ms_p95"]
-        labels = ["nDCG@10", "R@10", "R@100", "MRR@10", "MAP@100", "p50 ms", "p95 ms"]
+        cols = ["ndcg@10", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr@10", "map@100",
+                "latency_ms_p50", "latency_ms_p95"]
+        labels = ["nDCG@10", "R@10", "R@100", "P@10", "Hit@10", "MRR@10", "MAP@100", "p50 ms", "p95 ms"]
         t.add_column("mode")
         for label in labels:
             t.add_column(label, justify="right")
@@ -398,6 +438,77 @@ def eval_beir(
         out.print(t)
         out.print(f"indexed in {ingest_stats['seconds']:.1f}s ({ingest_stats['docs_per_s']:.1f} docs/s, "
                   f"{ingest_stats['chunks']} chunks, {ingest_stats['embedded']} embedded)")
+
+    _run(go)
+
+
+def _load_result(path: Path, label: str) -> dict:
+    """Read one `ragline eval beir --output` file; any problem is a UserError naming the file."""
+    from ragline.evaluate.gate import GateInputError, validate
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read {label} file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{label} file {path} is not UTF-8 text") from None
+    except ValueError as exc:
+        raise UserError(f"{label} file {path} is not valid JSON ({exc})") from None
+    try:
+        validate(data, f"{label} file {path}")
+    except GateInputError as exc:
+        raise UserError(str(exc)) from None
+    return data
+
+
+@eval_app.command("gate")
+def eval_gate(
+    baseline: Path = typer.Option(..., "--baseline", help="result file of the accepted state (eval beir --output)"),
+    current: Path = typer.Option(..., "--current", help="result file to check (eval beir --output)"),
+    max_drop: float = typer.Option(..., "--max-drop", help="allowed fall of a metric's mean, e.g. 0.02"),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="metric to check, repeatable [default: ndcg@10]"),
+    mode: Optional[list[str]] = typer.Option(None, "--mode", help="mode to check, repeatable [default: the baseline's]"),
+    resamples: int = typer.Option(10000, help="bootstrap resamples"),
+    seed: int = typer.Option(0, help="bootstrap random seed"),
+    alpha: float = typer.Option(0.05, help="significance level of the one-sided paired bootstrap"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Fail (exit 1) when a metric dropped by more than --max-drop, significantly, between two result files."""
+
+    def go() -> None:
+        from ragline.evaluate.gate import GateInputError, compare
+
+        base = _load_result(baseline, "baseline")
+        cur = _load_result(current, "current")
+        try:
+            result = compare(cur, base, max_drop, list(metric or ["ndcg@10"]), list(mode or []) or None,
+                             resamples=resamples, seed=seed, alpha=alpha)
+        except GateInputError as exc:
+            raise UserError(str(exc)) from None
+        if as_json:
+            _emit_json(result.as_dict())
+        else:
+            t = Table(title=f"regression gate: max drop {max_drop:g}, one-sided paired bootstrap, "
+                            f"alpha {alpha:g}, {resamples} resamples")
+            for col in ("mode", "metric", "queries", "baseline", "current", "drop", "p", "verdict"):
+                t.add_column(col, justify="left" if col in ("mode", "metric", "verdict") else "right")
+
+            def num(v: float | None, fmt: str = ".4f") -> str:
+                return "-" if v is None else format(v, fmt)
+
+            for c in result.checks:
+                verdict = "[red]FAIL[/red]" if not c.passed else escape(c.verdict)
+                t.add_row(escape(c.mode), escape(c.metric), str(c.queries), num(c.baseline), num(c.current),
+                          num(c.drop, "+.4f"), num(c.p), verdict)
+            out.print(t)
+            for line in result.failures():
+                out.print("[red]FAIL[/red] " + escape(line), markup=True)
+            if result.passed:
+                out.print(f"gate passed: {len(result.checks)} check(s)")
+            else:
+                out.print(f"gate failed: {len(result.failures())} problem(s)")
+        if not result.passed:
+            raise typer.Exit(1)
 
     _run(go)
 
