@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ragline.ingest.indexer import Indexer, document_from_record, record_fields
-from ragline.ingest.parsers import SUPPORTED_EXTENSIONS, ParseError, parse_bytes
+from ragline.ingest.parsers import SUPPORTED_EXTENSIONS, ParseError, parse_bytes, read_file
 from ragline.store.base import DocRecord
 from ragline.types import content_hash
 
@@ -58,24 +58,6 @@ class IngestReport:
         d["failed"] = [f.__dict__ for f in self.failed]
         d["ok"] = self.ok
         return d
-
-
-def read_source(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes, or ParseError saying why they cannot be had."""
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ParseError(f"too large: {size / 2**20:.1f} MB > {max_bytes / 2**20:.1f} MB limit; "
-                             "raise ingest.max_file_mb")
-        return path.read_bytes()
-    except PermissionError:
-        raise ParseError("unreadable: permission denied") from None
-    except FileNotFoundError:
-        raise ParseError("vanished during ingest") from None
-    except IsADirectoryError:
-        raise ParseError("is a directory") from None
-    except OSError as exc:
-        raise ParseError(f"unreadable: {exc.strerror or exc}") from None
 
 
 def doc_id_for(source: str) -> str:
@@ -193,7 +175,7 @@ class Syncer:
         for path, root, doc_id, rec, st in batch:
             source = str(path)
             try:
-                data = read_source(path, self.max_bytes)
+                data = read_file(path, self.max_bytes)
                 file_hash = content_hash(data)
                 if rec and rec.file_hash == file_hash and rec.fingerprint == self.indexer.fingerprint:
                     # touched but identical: remember the new mtime, nothing to re-index

@@ -14,7 +14,7 @@ from ragline.ingest.parsers import code, docx, html, markdown, pdf, tabular, tex
 from ragline.ingest.parsers.base import EMPTY, ParseError, short
 from ragline.types import Document
 
-__all__ = ["ParseError", "SUPPORTED_EXTENSIONS", "detect_type", "parse_bytes", "parse_file"]
+__all__ = ["ParseError", "SUPPORTED_EXTENSIONS", "detect_type", "parse_bytes", "parse_file", "read_file"]
 
 SUPPORTED_EXTENSIONS: dict[str, str] = {
     ".pdf": "pdf",
@@ -74,6 +74,11 @@ def parse_file(path: Path, max_bytes: int = 50 * 2**20) -> Document:
     kind = detect_type(path)
     if kind is None:
         raise ParseError(f"unsupported file type '{path.suffix or path.name}'")
+    return parse_bytes(read_file(path, max_bytes), str(path), kind)
+
+
+def read_file(path: Path, max_bytes: int = 50 * 2**20) -> bytes:
+    """The bytes of ``path``, or ParseError saying why they cannot be had."""
     try:
         if not path.exists():
             raise ParseError("missing: file not found")
@@ -93,7 +98,7 @@ def parse_file(path: Path, max_bytes: int = 50 * 2**20) -> Document:
         raise ParseError(f"unreadable: {exc.strerror or short(exc)}") from None
     if len(data) > max_bytes:  # grew while we looked
         raise ParseError(_too_large(len(data), max_bytes))
-    return parse_bytes(data, str(path), kind)
+    return data
 
 
 def _too_large(size: int, limit: int) -> str:
