@@ -1,4 +1,5 @@
 # Two commands: `make demo` and `make test`. Each installs what it needs into .venv first.
+# `make gate` is CI's retrieval regression gate (docs/metrics.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,14 @@ PIP := $(PY) -m pip
 # torch is pinned and installed first: an unpinned torch pulls gigabytes of CUDA packages.
 TORCH := torch==2.13.0
 
-.PHONY: install install-test demo test bench clean
+# the regression gate: a SciFact slice scored against the committed baseline; skipped without the dataset
+SCIFACT ?= ../shared/datasets/scifact
+GATE_HOME := .ragline-ci
+GATE_SLICE := --max-queries 60 --max-docs 1000
+GATE_BASELINE := bench/baselines/scifact-slice.json
+GATE_CHECKS := --max-drop 0.02 --metric ndcg@10 --metric recall@100
+
+.PHONY: install install-test demo test bench gate gate-baseline clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,5 +45,18 @@ test: install-test
 bench: install
 	$(PY) bench/ingest_query.py
 
+gate: install
+	@if [ ! -d "$(SCIFACT)" ]; then echo "gate: skipped, no BEIR SciFact folder at $(SCIFACT)"; exit 0; fi; \
+	set -e; mkdir -p $(GATE_HOME); \
+	echo "gate: scoring the SciFact slice ($(GATE_SLICE))"; \
+	RAGLINE_HOME=$(GATE_HOME) $(VENV)/bin/ragline eval beir $(SCIFACT) $(GATE_SLICE) --output $(GATE_HOME)/scifact-slice.json; \
+	$(VENV)/bin/ragline eval gate --baseline $(GATE_BASELINE) --current $(GATE_HOME)/scifact-slice.json $(GATE_CHECKS)
+
+# refresh the committed baseline after an intended change in quality (commit the file with the change)
+gate-baseline: install
+	@test -d "$(SCIFACT)" || { echo "gate-baseline: no BEIR SciFact folder at $(SCIFACT)"; exit 2; }
+	mkdir -p $(GATE_HOME) $(dir $(GATE_BASELINE))
+	RAGLINE_HOME=$(GATE_HOME) $(VENV)/bin/ragline eval beir $(SCIFACT) $(GATE_SLICE) --output $(GATE_BASELINE)
+
 clean:
-	rm -rf .ragline .pytest_cache test-artifacts
+	rm -rf .ragline .ragline-ci .pytest_cache test-artifacts

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from ragline.config import ConfigError, Settings, load_settings
 
@@ -59,6 +60,15 @@ def _progress(enabled: bool) -> Iterator[Progress]:
     )
     with progress:
         yield progress
+
+
+def _print_table(table: Table) -> None:
+    """Print a table; off a terminal (CI logs, pipes) use at least 120 columns, not 80, so numbers are
+    not cut short."""
+    if out.is_terminal or out.width >= 120:
+        out.print(table)
+    else:
+        Console(highlight=False, width=120).print(table)
 
 
 def _emit_json(data: Any) -> None:
@@ -435,7 +445,7 @@ def eval_beir(
             t.add_column(label, justify="right")
         for mode, m in data["modes"].items():
             t.add_row(mode, *[f"{m[c]:.4f}" if not c.startswith("lat") else f"{m[c]:.1f}" for c in cols])
-        out.print(t)
+        _print_table(t)
         out.print(f"indexed in {ingest_stats['seconds']:.1f}s ({ingest_stats['docs_per_s']:.1f} docs/s, "
                   f"{ingest_stats['chunks']} chunks, {ingest_stats['embedded']} embedded)")
 
@@ -466,8 +476,10 @@ def eval_gate(
     baseline: Path = typer.Option(..., "--baseline", help="result file of the accepted state (eval beir --output)"),
     current: Path = typer.Option(..., "--current", help="result file to check (eval beir --output)"),
     max_drop: float = typer.Option(..., "--max-drop", help="allowed fall of a metric's mean, e.g. 0.02"),
-    metric: Optional[list[str]] = typer.Option(None, "--metric", help="metric to check, repeatable [default: ndcg@10]"),
-    mode: Optional[list[str]] = typer.Option(None, "--mode", help="mode to check, repeatable [default: the baseline's]"),
+    metric: Optional[list[str]] = typer.Option(None, "--metric",
+                                               help="metric to check, repeatable (default: ndcg@10)"),
+    mode: Optional[list[str]] = typer.Option(None, "--mode",
+                                             help="mode to check, repeatable (default: every mode in the baseline)"),
     resamples: int = typer.Option(10000, help="bootstrap resamples"),
     seed: int = typer.Option(0, help="bootstrap random seed"),
     alpha: float = typer.Option(0.05, help="significance level of the one-sided paired bootstrap"),
@@ -488,8 +500,7 @@ def eval_gate(
         if as_json:
             _emit_json(result.as_dict())
         else:
-            t = Table(title=f"regression gate: max drop {max_drop:g}, one-sided paired bootstrap, "
-                            f"alpha {alpha:g}, {resamples} resamples")
+            t = Table(title=f"max drop {max_drop:g}, alpha {alpha:g}, paired bootstrap x{resamples}")
             for col in ("mode", "metric", "queries", "baseline", "current", "drop", "p", "verdict"):
                 t.add_column(col, justify="left" if col in ("mode", "metric", "verdict") else "right")
 
@@ -497,10 +508,9 @@ def eval_gate(
                 return "-" if v is None else format(v, fmt)
 
             for c in result.checks:
-                verdict = "[red]FAIL[/red]" if not c.passed else escape(c.verdict)
-                t.add_row(escape(c.mode), escape(c.metric), str(c.queries), num(c.baseline), num(c.current),
-                          num(c.drop, "+.4f"), num(c.p), verdict)
-            out.print(t)
+                t.add_row(Text(c.mode), Text(c.metric), str(c.queries), num(c.baseline), num(c.current),
+                          num(c.drop, "+.4f"), num(c.p), Text(c.verdict, style="red" if not c.passed else ""))
+            _print_table(t)
             for line in result.failures():
                 out.print("[red]FAIL[/red] " + escape(line), markup=True)
             if result.passed:

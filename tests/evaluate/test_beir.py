@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
+
+import ragline
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +29,7 @@ QUERIES = [
     ("q4", "A query without judgements is ignored"),
 ]
 QRELS = [("q1", "d2", 1), ("q2", "d7", 1), ("q3", "d8", 2)]
-METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
+METRICS = ("ndcg@10", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr@10", "map@100")
 
 
 def write_beir(root: Path, *, qrels: bool = True, queries_text: str | None = None) -> Path:
@@ -79,7 +82,52 @@ def test_eval_beir_modes_option_and_output_file(cli, tmp_path):
                     "--max-queries", "2", "--output", str(out))
     assert set(data["modes"]) == {"sparse"}
     assert data["queries"] == 2
-    assert json.loads(out.read_text()) == data
+    written = json.loads(out.read_text())
+    assert "per_query" not in data  # stdout stays small without --per-query
+    assert {k: v for k, v in written.items() if k != "per_query"} == data
+    assert set(written["per_query"]) == {"sparse"}
+    assert set(written["per_query"]["sparse"]) == {"q1", "q2"}
+    for values in written["per_query"]["sparse"].values():
+        assert set(values) == set(METRICS)
+    assert written["dataset_fingerprint"] == data["dataset_fingerprint"] and len(data["dataset_fingerprint"]) == 16
+    assert written["ragline_version"] == ragline.__version__ and written["max_docs"] is None
+
+
+def test_per_query_values_average_to_the_reported_means(cli, tmp_path):
+    data = cli.json("eval", "beir", str(write_beir(tmp_path / "tiny")), "--modes", "dense,sparse", "--per-query")
+    assert set(data["per_query"]) == {"dense", "sparse"}
+    for mode, queries in data["per_query"].items():
+        assert set(queries) == {q for q, _, _ in QRELS}
+        for name in METRICS:
+            mean = sum(v[name] for v in queries.values()) / len(queries)
+            assert data["modes"][mode][name] == pytest.approx(mean, abs=1e-4), (mode, name)
+        for v in queries.values():  # one relevant document per query: hit rate and recall@10 agree
+            assert v["hit_rate@10"] == v["recall@10"]
+            assert v["precision@10"] == pytest.approx(v["hit_rate@10"] / 10)
+
+
+def test_max_docs_keeps_judged_documents_and_the_first_others(cli, tmp_path):
+    root = write_beir(tmp_path / "tiny")
+    data = cli.json("eval", "beir", str(root), "--modes", "sparse", "--max-queries", "2", "--max-docs", "1")
+    # q1 judges d2, q2 judges d7; plus the first unjudged document in corpus order, d1
+    assert data["documents"] == 3 and data["ingest"]["documents"] == 3
+    assert data["corpus_documents"] == len(CORPUS) and data["max_docs"] == 1
+    assert data["modes"]["sparse"]["recall@10"] == 1.0
+    # the fingerprint is of the files, not of the slice: sha256 of their concatenated bytes
+    raw = b"".join((root / name).read_bytes() for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"))
+    assert data["dataset_fingerprint"] == hashlib.sha256(raw).hexdigest()[:16]
+
+
+def test_slice_corpus_is_deterministic_and_in_corpus_order(tmp_path):
+    from ragline.evaluate.beir import load_beir, slice_corpus
+
+    ds = load_beir(write_beir(tmp_path / "tiny"))
+    ds.queries = {"q3": ds.queries["q3"]}  # judges d8, the last document
+    sliced = slice_corpus(ds, 2)
+    assert [row["_id"] for row in sliced.corpus()] == ["d1", "d2", "d8"]
+    assert sliced.n_docs == 3 and set(sliced.queries) == {"q3"}
+    assert [row["_id"] for row in slice_corpus(ds, 0).corpus()] == ["d8"]
+    assert sum(1 for _ in slice_corpus(ds, 100).corpus()) == len(CORPUS)
 
 
 def test_missing_qrels_is_a_one_line_error(cli, tmp_path):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from ragline.evaluate.metrics import (average_precision_at_k, mrr_at_k, ndcg_at_k, percentile,
-                                      recall_at_k)
+from ragline.evaluate.metrics import (average_precision_at_k, hit_rate_at_k, mrr_at_k, ndcg_at_k, percentile,
+                                      precision_at_k, recall_at_k)
 from ragline.ingest.indexer import Indexer, record_fields
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.base import DocRecord
@@ -39,7 +40,7 @@ class BeirDataset:
 
 def load_beir(path: Path, split: str = "test") -> BeirDataset:
     path = Path(path)
-    need = [path / "corpus.jsonl", path / "queries.jsonl", path / "qrels" / f"{split}.tsv"]
+    need = beir_files(path, split)
     missing = [str(p) for p in need if not p.is_file()]
     if missing:
         raise DatasetError(f"not a BEIR folder, missing: {', '.join(missing)}")
@@ -69,6 +70,52 @@ def load_beir(path: Path, split: str = "test") -> BeirDataset:
     with open(need[0], encoding="utf-8") as f:
         n_docs = sum(1 for line in f if line.strip())
     return BeirDataset(path, queries, {q: qrels[q] for q in queries}, n_docs)
+
+
+def beir_files(path: Path, split: str = "test") -> list[Path]:
+    """The three files a BEIR folder is made of, in a fixed order."""
+    path = Path(path)
+    return [path / "corpus.jsonl", path / "queries.jsonl", path / "qrels" / f"{split}.tsv"]
+
+
+def dataset_fingerprint(path: Path, split: str = "test") -> str:
+    """sha256 over the bytes of corpus.jsonl, queries.jsonl and qrels/<split>.tsv, concatenated in that
+    order; the first 16 hex digits. Same as ``cat corpus.jsonl queries.jsonl qrels/test.tsv | sha256sum``."""
+    h = hashlib.sha256()
+    for f in beir_files(path, split):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class SlicedDataset(BeirDataset):
+    """A BEIR dataset whose corpus holds only the documents in ``keep`` (corpus order is kept)."""
+
+    keep: frozenset[str] = frozenset()
+
+    def corpus(self) -> Iterator[dict]:
+        for row in super().corpus():
+            if str(row.get("_id")) in self.keep:
+                yield row
+
+
+def slice_corpus(ds: BeirDataset, max_docs: int) -> SlicedDataset:
+    """Keep every document judged for ``ds.queries`` (any grade) plus the first ``max_docs`` other
+    documents in corpus order: deterministic, and every judged document can still be found."""
+    judged = {d for q in ds.queries for d in ds.qrels.get(q, {})}
+    keep: set[str] = set()
+    others = 0
+    for row in ds.corpus():
+        doc_id = str(row.get("_id"))
+        if doc_id in judged:
+            keep.add(doc_id)
+        elif others < max_docs and doc_id not in keep:
+            keep.add(doc_id)
+            others += 1
+    return SlicedDataset(ds.path, dict(ds.queries), {q: ds.qrels[q] for q in ds.queries}, len(keep),
+                         frozenset(keep))
 
 
 def beir_document(row: dict) -> tuple[Document, DocRecord]:
@@ -117,31 +164,40 @@ class ModeResult:
     mode: str
     metrics: dict[str, float]
     latency_ms: dict[str, float]
-    per_query: dict[str, float] = field(default_factory=dict)  # nDCG@10 per query id
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)  # query id -> metric -> value
+
+
+METRICS = ("ndcg@10", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr@10", "map@100")
+
+
+def score_query(ranked: Sequence[str], rel: dict[str, int]) -> dict[str, float]:
+    """Every metric in ``METRICS`` for one query's ranked document ids."""
+    return {
+        "ndcg@10": ndcg_at_k(ranked, rel, 10),
+        "recall@10": recall_at_k(ranked, rel, 10),
+        "recall@100": recall_at_k(ranked, rel, 100),
+        "precision@10": precision_at_k(ranked, rel, 10),
+        "hit_rate@10": hit_rate_at_k(ranked, rel, 10),
+        "mrr@10": mrr_at_k(ranked, rel, 10),
+        "map@100": average_precision_at_k(ranked, rel, 100),
+    }
 
 
 def evaluate(ds: BeirDataset, retriever: Retriever, modes: Sequence[str], depth: int = 100,
              progress: Callable[[str, int], None] | None = None) -> list[ModeResult]:
     results = []
     for mode in modes:
-        sums = {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0, "map@100": 0.0}
-        lat, per_query = [], {}
+        lat: list[float] = []
+        per_query: dict[str, dict[str, float]] = {}
         for i, (qid, text) in enumerate(ds.queries.items()):
             t = time.perf_counter()
             hits = retriever.search(SearchRequest(text, k=depth, mode=mode, aggregate="document"))  # type: ignore[arg-type]
             lat.append((time.perf_counter() - t) * 1000)
-            ranked = [h.chunk.doc_id for h in hits]
-            rel = ds.qrels[qid]
-            n10 = ndcg_at_k(ranked, rel, 10)
-            per_query[qid] = n10
-            sums["ndcg@10"] += n10
-            sums["recall@10"] += recall_at_k(ranked, rel, 10)
-            sums["recall@100"] += recall_at_k(ranked, rel, 100)
-            sums["mrr@10"] += mrr_at_k(ranked, rel, 10)
-            sums["map@100"] += average_precision_at_k(ranked, rel, 100)
+            per_query[qid] = score_query([h.chunk.doc_id for h in hits], ds.qrels[qid])
             if progress:
                 progress(mode, i + 1)
-        n = max(1, len(ds.queries))
-        results.append(ModeResult(mode, {k: v / n for k, v in sums.items()},
+        n = max(1, len(per_query))
+        means = {name: sum(q[name] for q in per_query.values()) / n for name in METRICS}
+        results.append(ModeResult(mode, means,
                                   {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, per_query))
     return results

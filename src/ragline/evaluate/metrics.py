@@ -29,6 +29,15 @@ def precision_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> f
     return sum(1 for d in ranked[:k] if qrels.get(d, 0) > 0) / k
 
 
+def hit_rate_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
+    """1.0 if any relevant document (grade > 0) is among the top k, else 0.0.
+
+    hit_rate@k = 1[ |{d in ranked[:k] : grade(d) > 0}| > 0 ]; averaged over queries it is the share of
+    queries with at least one relevant document in the top k. A query without relevant documents scores 0.
+    """
+    return 1.0 if any(qrels.get(d, 0) > 0 for d in ranked[:k]) else 0.0
+
+
 def mrr_at_k(ranked: Sequence[str], qrels: Mapping[str, int], k: int) -> float:
     for i, d in enumerate(ranked[:k]):
         if qrels.get(d, 0) > 0:
