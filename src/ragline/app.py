@@ -6,6 +6,7 @@ import json
 import os
 from datetime import datetime, timezone
 from functools import cached_property
+from pathlib import Path
 
 from ragline.config import Settings
 from ragline.embed.base import Embedder
@@ -45,18 +46,19 @@ class Engine:
     def cache(self) -> EmbeddingCache:
         return EmbeddingCache(self.home / "embeddings.sqlite")
 
-    def open_store(self, dim: int | None = None, reset_on_dim_change: bool = False):
+    def open_store(self, path: Path | None = None, reset_on_dim_change: bool = False):
+        """The embedded store at ``path`` (default: the home's index), sized for the embedder."""
         from ragline.store.lance import LanceStore
 
         r = self.settings.retrieve
-        dim = dim or self.embedder.dim
+        path = path or self.home / "lance"
         try:
-            return LanceStore(self.home / "lance", dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
+            return LanceStore(path, self.embedder.dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
         except StoreError:
             if not reset_on_dim_change:
                 raise
-            LanceStore.drop_vectors(self.home / "lance")  # documents stay; all are re-chunked from stored text
-            return LanceStore(self.home / "lance", dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
+            LanceStore.drop_vectors(path)  # documents stay; all are re-chunked from stored text
+            return LanceStore(path, self.embedder.dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
 
     @cached_property
     def store(self):

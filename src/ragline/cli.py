@@ -368,7 +368,6 @@ def eval_beir(
         from ragline.evaluate.beir import dataset_fingerprint, evaluate, index_corpus, load_beir, slice_corpus
         from ragline.ingest.indexer import Indexer
         from ragline.retrieve.search import Retriever
-        from ragline.store.lance import LanceStore
 
         wanted = [m.strip() for m in modes.split(",") if m.strip()]
         bad = [m for m in wanted if m not in ("dense", "sparse", "hybrid")]
@@ -391,8 +390,7 @@ def eval_beir(
         where = Path(tmp.name if tmp else index_dir)
         show = not as_json and err.is_terminal
         try:
-            r = settings.retrieve
-            store = LanceStore(where / "lance", engine.embedder.dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
+            store = engine.open_store(where / "lance")
             indexer = Indexer(store, engine.embedder, engine.cache, engine.plan)
             with _progress(show) as progress:
                 task = progress.add_task("indexing", total=ds.n_docs, rate="")
