@@ -450,6 +450,84 @@ def eval_beir(
     _run(go)
 
 
+@eval_app.command("answers")
+def eval_answers(
+    path: Path = typer.Argument(..., help="QA JSONL file: id, question, answer?, relevant_ids?, answerable?"),
+    k: int = typer.Option(5, "-k", "--top-k", help="passages given to the answerer (and depth of retrieval metrics)"),
+    mode: Optional[str] = typer.Option(None, help="hybrid | dense | sparse"),
+    filter: Optional[str] = typer.Option(None, "--filter", help="restrict sources, see docs/filters.md"),
+    max_items: Optional[int] = typer.Option(None, "--max-items", help="evaluate only the first N questions"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="also write the JSON result, with per-item answers and judgements"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Answer every question of a QA file from the index and report judged answer metrics (faithfulness,
+    hallucination, citations, abstention), retrieval metrics and latency."""
+
+    def go() -> None:
+        from ragline.evaluate.answers import evaluate_answers
+        from ragline.evaluate.judge import OfflineJudge
+        from ragline.evaluate.qa import load_qa
+
+        if mode and mode not in ("hybrid", "dense", "sparse"):
+            raise UserError(f"--mode must be hybrid, dense or sparse, not '{mode}'")
+        if k < 1:
+            raise UserError(f"-k must be 1 or more, not {k}")
+        if max_items is not None and max_items < 1:
+            raise UserError(f"--max-items must be 1 or more, not {max_items}")
+        items = load_qa(path)
+        if max_items:
+            items = items[:max_items]
+        if not items:
+            raise UserError(f"{path}: no questions")
+        engine = _engine(_settings(home))
+        _require_index(engine)
+        retriever, generator = engine.retriever, engine.generator()
+        judge = OfflineJudge(engine.embedder)
+        with _progress(not as_json and err.is_terminal) as progress:
+            task = progress.add_task("answering", total=len(items), rate="")
+            result = evaluate_answers(items, retriever, generator, judge, k=k, mode=mode, filter=filter,
+                                      progress=lambda i: progress.update(task, completed=i))
+
+        def r4(v: float | None) -> float | None:
+            return None if v is None else round(v, 4)
+
+        data: dict[str, Any] = {
+            "dataset": str(path), "judge": result.judge,
+            "settings": {"k": k, "mode": result.mode, "filter": filter, "max_items": max_items,
+                         "generator": getattr(generator, "name", type(generator).__name__),
+                         "embedding_model": engine.embedder.model_id},
+            "counts": result.counts,
+            "answers": {name: r4(v) for name, v in result.metrics.items()},
+            "retrieval": None if result.retrieval is None else {n: r4(v) for n, v in result.retrieval.items()},
+            "latency_ms_p50": round(result.latency_ms["p50"], 2), "latency_ms_p95": round(result.latency_ms["p95"], 2),
+        }
+        if output:
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                output.write_text(json.dumps({**data, "items": [r.as_dict() for r in result.items]}, indent=2),
+                                  encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+        if as_json:
+            _emit_json(data)
+            return
+        t = Table(title=f"{path.name}: {result.counts['items']} questions, k={k}, mode {result.mode}")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        for name, v in data["answers"].items():
+            t.add_row(name, "-" if v is None else f"{v:.4f}")
+        for name, v in (data["retrieval"] or {}).items():
+            t.add_row(name, f"{v:.4f}")
+        t.add_row("latency p50 ms", f"{data['latency_ms_p50']:.1f}")
+        t.add_row("latency p95 ms", f"{data['latency_ms_p95']:.1f}")
+        _print_table(t)
+        out.print(f"judge: {result.judge}")
+
+    _run(go)
+
+
 def _load_result(path: Path, label: str) -> dict:
     """Read one `ragline eval beir --output` file; any problem is a UserError naming the file."""
     from ragline.evaluate.gate import GateInputError, validate

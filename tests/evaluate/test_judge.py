@@ -157,3 +157,10 @@ def test_load_qa_duplicate_ids_and_missing_file(tmp_path):
         load_qa(path)
     with pytest.raises(DatasetError, match="cannot read"):
         load_qa(tmp_path / "absent.jsonl")
+
+
+def test_a_citation_mark_ends_a_statement():
+    text = "planet: Mars; known_moons: 2 [1] Mars: A Field Guide [2] Phobos is the larger moon [1]."
+    parts = split_statements(text)
+    assert [s for s, _ in parts] == ["planet: Mars; known_moons: 2", "Mars: A Field Guide", "Phobos is the larger moon."]
+    assert [c for _, c in parts] == [(1,), (2,), (1,)]

@@ -99,14 +99,22 @@ def split_statements(answer_text: str) -> list[tuple[str, tuple[int, ...]]]:
     """The answer's sentences, citation marks stripped, each with the numbers it cited.
 
     A mark belongs to the sentence it closes: "A is B [1]." and "A is B. [1]" both cite 1.
+    A mark also ends a statement, so quoted passages without end punctuation (table rows,
+    titles) each stand alone: "row one [1] row two [2]" is two statements.
     """
-    pieces, marks, pos = [], [], 0  # marks: (position in stripped text, numbers)
+    pieces, cites, pos = [], [], 0
     for m in _MARK.finditer(answer_text):
         pieces.append(answer_text[pos:m.start()])
-        marks.append((sum(map(len, pieces)), tuple(int(n) for n in m.group(1).split(","))))
+        cites.append(tuple(int(n) for n in m.group(1).split(",")))
         pos = m.end()
     pieces.append(answer_text[pos:])
-    stripped = "".join(pieces)
+    for i in range(1, len(pieces)):  # "B [1]." : the full stop goes back to its sentence
+        lead = len(pieces[i]) - len(pieces[i].lstrip(".!?;:,"))
+        pieces[i - 1], pieces[i] = pieces[i - 1] + pieces[i][:lead], pieces[i][lead:]
+    # each mark sits at the end of its piece; pieces are joined by newline separators
+    ends = [sum(len(p) + 1 for p in pieces[: i + 1]) - 1 for i in range(len(cites))]
+    marks = list(zip(ends, cites))  # (position in stripped text, numbers)
+    stripped = "\n".join(pieces)
     out = []
     for a, b in sentence_spans(stripped):
         cited = tuple(dict.fromkeys(n for p, ns in marks if a < p <= b for n in ns))

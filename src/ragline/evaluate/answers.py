@@ -1,0 +1,168 @@
+"""`ragline eval answers QA.jsonl`: answer every question of a QA dataset from an index and score the
+answers with a judge, plus document-level retrieval metrics where items name their relevant documents.
+
+Pure: it takes a retriever, a generator, a judge and the items, and returns an ``AnswersResult``.
+Formulas are in docs/metrics.md ("Answer evaluation").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from ragline.evaluate.judge import AnswerJudgement
+from ragline.evaluate.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
+from ragline.evaluate.qa import QAItem
+from ragline.retrieve.search import Retriever
+from ragline.types import Answer, Hit
+
+
+class AnswerGenerator(Protocol):
+    def answer(self, question: str, hits: Sequence[Hit]) -> Answer: ...
+
+
+class AnswerJudge(Protocol):
+    label: str
+
+    def judge(self, answer: Answer, contexts: Sequence[str]) -> AnswerJudgement: ...
+
+
+ANSWER_METRICS = ("faithfulness", "hallucination_rate", "citation_accuracy", "context_precision",
+                  "abstention_rate", "correct_abstention_rate", "wrong_abstention_rate")
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    id: str
+    question: str
+    answerable: bool
+    answer: str
+    grounded: bool
+    generator: str
+    sources: tuple[str, ...]  # each citation's source, in citation order
+    judgement: AnswerJudgement
+    latency_ms: float  # retrieval + answer, judging excluded
+    ranked_documents: tuple[str, ...]  # distinct documents of the retrieved passages, best first
+    retrieval: dict[str, float] | None = None  # None when the item names no relevant documents
+
+    def as_dict(self) -> dict[str, Any]:
+        j = self.judgement
+        return {
+            "id": self.id, "question": self.question, "answerable": self.answerable, "answer": self.answer,
+            "grounded": self.grounded, "generator": self.generator, "sources": list(self.sources),
+            "latency_ms": round(self.latency_ms, 2), "ranked_documents": list(self.ranked_documents),
+            "retrieval": self.retrieval,
+            "judgement": {
+                "judge": j.judge, "faithfulness": j.faithfulness, "hallucinated": j.hallucinated,
+                "citation_accuracy": j.citation_accuracy, "context_precision": j.context_precision,
+                "abstained": j.abstained,
+                "statements": [{"text": s.text, "support": s.support.score, "supported": s.supported,
+                                "cited": list(s.cited), "citation_supported": s.citation_supported,
+                                "best_sentence": s.support.best_sentence} for s in j.statements],
+            },
+        }
+
+
+@dataclass
+class AnswersResult:
+    judge: str
+    k: int
+    mode: str
+    filter: str | None
+    metrics: dict[str, float | None]  # ANSWER_METRICS; None where no item defines the value
+    counts: dict[str, int]
+    retrieval: dict[str, float] | None  # recall@k, mrr@k, ndcg@k means; None when no item has relevant_ids
+    latency_ms: dict[str, float]  # p50, p95 of retrieval + answer per question
+    items: list[ItemRecord] = field(default_factory=list)
+
+
+def matches(relevant_id: str, doc_id: str, source: str) -> bool:
+    """A relevant id names a document by its doc_id, its source, or the ending of its source path
+    ("mars.html" matches "/home/me/corpus/mars.html", not "/home/me/corpus/old-mars.html")."""
+    if relevant_id in (doc_id, source):
+        return True
+    src = source.replace("\\", "/")
+    rid = relevant_id.replace("\\", "/").lstrip("/")
+    return bool(rid) and src.endswith("/" + rid)
+
+
+def ranked_documents(hits: Sequence[Hit]) -> list[tuple[str, str]]:
+    """(doc_id, source) of each distinct document among ``hits``, in order of its best passage."""
+    seen: dict[str, str] = {}
+    for h in hits:
+        seen.setdefault(h.chunk.doc_id, h.chunk.source)
+    return list(seen.items())
+
+
+def score_retrieval(docs: Sequence[tuple[str, str]], relevant_ids: Sequence[str], k: int) -> dict[str, float]:
+    """recall@k, mrr@k and ndcg@k of the ranked documents, each relevant id counted once: a document
+    is replaced by the first relevant id it matches, so the metrics in metrics.py apply unchanged."""
+    relevant = list(dict.fromkeys(relevant_ids))
+    ranked: list[str] = []
+    for doc_id, source in docs:
+        label = next((r for r in relevant if matches(r, doc_id, source)), None)
+        key = label if label is not None else f"\0{doc_id}"  # never equal to a relevant id
+        if key not in ranked:
+            ranked.append(key)
+    qrels = {r: 1 for r in relevant}
+    return {f"recall@{k}": recall_at_k(ranked, qrels, k), f"mrr@{k}": mrr_at_k(ranked, qrels, k),
+            f"ndcg@{k}": ndcg_at_k(ranked, qrels, k)}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def evaluate_answers(items: Sequence[QAItem], retriever: Retriever, generator: AnswerGenerator, judge: AnswerJudge,
+                     k: int = 5, mode: str | None = None, filter: str | None = None,
+                     progress: Callable[[int], None] | None = None) -> AnswersResult:
+    """Retrieve ``k`` passages for each question, answer from them, judge the answer against them."""
+    records: list[ItemRecord] = []
+    request_mode = mode
+    for i, item in enumerate(items):
+        t = time.perf_counter()
+        req = retriever.request(item.question, k=k, mode=mode, filter=filter)
+        request_mode = req.mode
+        hits = retriever.search(req)
+        answer = generator.answer(item.question, hits)
+        latency = (time.perf_counter() - t) * 1000
+        judgement = judge.judge(answer, [h.chunk.text for h in hits])
+        docs = ranked_documents(hits)
+        records.append(ItemRecord(
+            id=item.id, question=item.question, answerable=item.answerable, answer=answer.text,
+            grounded=answer.grounded, generator=answer.generator,
+            sources=tuple(c.chunk.source for c in answer.citations), judgement=judgement, latency_ms=latency,
+            ranked_documents=tuple(s for _, s in docs),
+            retrieval=score_retrieval(docs, item.relevant_ids, k) if item.relevant_ids else None,
+        ))
+        if progress:
+            progress(i + 1)
+    return summarise(records, judge.label, k, request_mode or retriever.settings.mode, filter)
+
+
+def summarise(records: list[ItemRecord], judge_label: str, k: int, mode: str, filter: str | None) -> AnswersResult:
+    answered = [r for r in records if not r.judgement.abstained]
+    unanswerable = [r for r in records if not r.answerable]
+    answerable = [r for r in records if r.answerable]
+    n = len(records)
+    metrics: dict[str, float | None] = {
+        "faithfulness": _mean([r.judgement.faithfulness for r in answered]),
+        "hallucination_rate": _mean([float(r.judgement.hallucinated) for r in answered]),
+        "citation_accuracy": _mean([r.judgement.citation_accuracy for r in answered
+                                    if r.judgement.citation_accuracy is not None]),
+        "context_precision": _mean([r.judgement.context_precision for r in answered
+                                    if r.judgement.context_precision is not None]),
+        "abstention_rate": _mean([float(r.judgement.abstained) for r in records]),
+        "correct_abstention_rate": _mean([float(not r.grounded) for r in unanswerable]),
+        "wrong_abstention_rate": _mean([float(not r.grounded) for r in answerable]),
+    }
+    with_rel = [r.retrieval for r in records if r.retrieval is not None]
+    retrieval = None
+    if with_rel:
+        retrieval = {name: sum(v[name] for v in with_rel) / len(with_rel) for name in with_rel[0]}
+    lat = [r.latency_ms for r in records]
+    counts = {"items": n, "answered": len(answered), "abstained": n - len(answered),
+              "answerable": len(answerable), "unanswerable": len(unanswerable), "with_relevant_ids": len(with_rel)}
+    return AnswersResult(judge_label, k, mode, filter, metrics, counts, retrieval,
+                         {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, records)
