@@ -60,3 +60,18 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path) -> CLI:
     return CLI(tmp_path / "home")
+
+
+def memory_document(doc_id: str, title: str, body: str, dtype: str = "text", year: int | None = None):
+    """A parsed document and its record, as an indexer takes them, without any file."""
+    from ragline.ingest.indexer import record_fields
+    from ragline.store.base import DocRecord
+    from ragline.types import Document, Section, content_hash
+
+    text = f"{title}\n\n{body}"
+    source = f"/corpus/{doc_id}.{'md' if dtype == 'markdown' else 'txt'}"
+    meta = {"title": title, **({"year": year} if year is not None else {})}
+    doc = Document(source=source, type=dtype, text=text, sections=(Section(0, len(text)),), metadata=meta)
+    rec = DocRecord(doc_id=doc_id, source=source, root="/corpus", type=dtype, file_hash=content_hash(text),
+                    size=len(text), mtime=0.0, fingerprint="", n_chunks=0, **record_fields(doc))
+    return doc, rec

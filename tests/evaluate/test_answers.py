@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import memory_document
+
 from ragline.config import RetrieveSettings
 from ragline.embed.cache import EmbeddingCache
 from ragline.evaluate.answers import (ANSWER_METRICS, ItemRecord, evaluate_answers, matches, score_retrieval,
@@ -16,11 +18,9 @@ from ragline.evaluate.judge import AnswerJudgement, OfflineJudge
 from ragline.evaluate.qa import QAItem
 from ragline.generate.extractive import ExtractiveAnswerer
 from ragline.ingest.chunkers import ChunkPlan
-from ragline.ingest.indexer import Indexer, record_fields
+from ragline.ingest.indexer import Indexer
 from ragline.retrieve.search import Retriever
-from ragline.store.base import DocRecord
 from ragline.store.lance import LanceStore
-from ragline.types import Document, Section, content_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,14 +37,8 @@ DOCS = {
 }
 
 
-def make_item(doc_id: str, title: str, body: str) -> tuple[Document, DocRecord]:
-    text = f"{title}\n\n{body}"
-    source = f"/corpus/{doc_id}.txt"
-    doc = Document(source=source, type="text", text=text, sections=(Section(0, len(text)),),
-                   metadata={"title": title})
-    rec = DocRecord(doc_id=doc_id, source=source, root="/corpus", type="text", file_hash=content_hash(text),
-                    size=len(text), mtime=0.0, fingerprint="", n_chunks=0, **record_fields(doc))
-    return doc, rec
+def make_item(doc_id: str, title: str, body: str):
+    return memory_document(doc_id, title, body)
 
 
 @pytest.fixture(scope="module")

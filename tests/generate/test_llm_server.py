@@ -7,7 +7,6 @@ not the wording of its answers.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

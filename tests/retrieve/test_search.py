@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import memory_document
+
 from ragline.config import RetrieveSettings
 from ragline.embed.cache import EmbeddingCache
 from ragline.ingest.chunkers import ChunkPlan
-from ragline.ingest.indexer import Indexer, record_fields
+from ragline.ingest.indexer import Indexer
 from ragline.retrieve.filters import FilterError
 from ragline.retrieve.fusion import Candidate, best_per_document, minmax, rrf
 from ragline.retrieve.search import Retriever, SearchRequest
-from ragline.store.base import DocRecord
 from ragline.store.lance import LanceStore
-from ragline.types import Chunk, Document, Hit, Section, content_hash
 
 
 def hit(cid: str, score: float, doc: str | None = None) -> Candidate:
@@ -156,14 +156,8 @@ DOCS = {
 }
 
 
-def make_item(doc_id: str, title: str, dtype: str, year: int, body: str) -> tuple[Document, DocRecord]:
-    text = f"{title}\n\n{body}"
-    source = f"/corpus/{doc_id}.{'md' if dtype == 'markdown' else 'txt'}"
-    doc = Document(source=source, type=dtype, text=text, sections=(Section(0, len(text)),),
-                   metadata={"title": title, "year": year})
-    rec = DocRecord(doc_id=doc_id, source=source, root="/corpus", type=dtype, file_hash=content_hash(text),
-                    size=len(text), mtime=0.0, fingerprint="", n_chunks=0, **record_fields(doc))
-    return doc, rec
+def make_item(doc_id: str, title: str, dtype: str, year: int, body: str):
+    return memory_document(doc_id, title, body, dtype, year)
 
 
 @pytest.fixture(scope="module")
