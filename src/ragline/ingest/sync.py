@@ -155,7 +155,7 @@ class Syncer:
         stale = [r.doc_id for r in self.store.documents().values() if r.fingerprint != fp and r.doc_id not in seen]
         for i in range(0, len(stale), self.batch_docs):
             recs = self.store.get_documents(stale[i : i + self.batch_docs])
-            self._index([(document_from_record(r), r) for r in recs], report, "rechunked")
+            self._index([(document_from_record(r), r, "rechunked") for r in recs], report)
 
         if prune:
             dir_roots = [str(Path(r).resolve()) for r in roots if Path(r).is_dir()]
@@ -196,18 +196,18 @@ class Syncer:
                             size=st.st_size, mtime=st.st_mtime, fingerprint="", n_chunks=0, **record_fields(doc))
             items.append((doc, new, "rechunked" if same_bytes else "replaced" if rec else "added"))
         if items:
-            self._index([(d, r) for d, r, _ in items], report, [k for _, _, k in items])
+            self._index(items, report)
 
-    def _index(self, items: list, report: IngestReport, kinds) -> None:
+    def _index(self, items: list[tuple], report: IngestReport) -> None:
+        """Index (document, record, outcome) triples; outcome names the report counter."""
         if not items:
             return
-        result = self.indexer.index(items)
+        result = self.indexer.index([(doc, rec) for doc, rec, _ in items])
         report.embed_seconds += result.embed_seconds
         report.chunks_written += result.chunks
         report.embedded += result.embedded
         report.embed_cache_hits += result.cached
-        for i, (doc, rec) in enumerate(items):
-            kind = kinds if isinstance(kinds, str) else kinds[i]
+        for _, rec, kind in items:
             setattr(report, kind, getattr(report, kind) + 1)
             self.emit("file", {"path": rec.source, "status": kind})
         self.emit("batch", {"docs": len(items), "chunks": result.chunks, "embedded": result.embedded})
