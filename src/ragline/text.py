@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
-# sentence end: . ! ? (optionally a closing quote/bracket) then whitespace before a capital/digit, or a newline
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])|\n+")
+# Sentence end: . ! ? (optionally a closing quote/bracket) then whitespace before a capital or
+# digit; or a blank line; or a line break, except one that wraps a sentence mid-way (a lowercase
+# letter or comma before it, a lowercase letter after it), as in hard-wrapped plain text.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n\s*|(?<![a-z,])\n+|\n+(?![a-z])")
 _WORD = re.compile(r"[A-Za-z0-9]+")
 STOPWORDS = frozenset(
     "a an and are as at be by can do does for from has have how i in is it its of on or that the this to "

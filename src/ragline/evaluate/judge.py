@@ -111,10 +111,10 @@ def split_statements(answer_text: str) -> list[tuple[str, tuple[int, ...]]]:
     for i in range(1, len(pieces)):  # "B [1]." : the full stop goes back to its sentence
         lead = len(pieces[i]) - len(pieces[i].lstrip(".!?;:,"))
         pieces[i - 1], pieces[i] = pieces[i - 1] + pieces[i][:lead], pieces[i][lead:]
-    # each mark sits at the end of its piece; pieces are joined by newline separators
-    ends = [sum(len(p) + 1 for p in pieces[: i + 1]) - 1 for i in range(len(cites))]
+    # each mark sits at the end of its piece; pieces are joined by blank lines (always a boundary)
+    ends = [sum(len(p) + 2 for p in pieces[: i + 1]) - 2 for i in range(len(cites))]
     marks = list(zip(ends, cites))  # (position in stripped text, numbers)
-    stripped = "\n".join(pieces)
+    stripped = "\n\n".join(pieces)
     out = []
     for a, b in sentence_spans(stripped):
         cited = tuple(dict.fromkeys(n for p, ns in marks if a < p <= b for n in ns))

@@ -31,7 +31,7 @@ class ChunkPlan:
     title_prefix: bool = True
 
     def fingerprint(self, model_id: str) -> str:
-        return content_hash(f"{self.strategy}|{self.size}|{self.overlap}|{self.title_prefix}|{model_id}|v2")
+        return content_hash(f"{self.strategy}|{self.size}|{self.overlap}|{self.title_prefix}|{model_id}|v3")
 
 
 Span = tuple[int, int]
