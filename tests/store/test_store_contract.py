@@ -409,6 +409,69 @@ class StoreContract:
         assert "8" in msg and "16" in msg
         assert open_store(DIM).count() == 6  # the data is untouched
 
+    # ------------------------------------------------------------------ document ACLs and purge
+    @pytest.fixture
+    def acl_docs(self, open_store):
+        """Four documents, each readable by different principals; every chunk matches 'secret'."""
+        from dataclasses import replace
+
+        store = open_store()
+        acls = {"pub": ("*",), "eng": ("group:eng",), "alice": ("user:alice",), "both": ("group:eng", "user:bob")}
+        docs = [replace(record(d, text=f"{d} text"), acl=acl) for d, acl in acls.items()]
+        chunks = [chunk(d, i, f"secret note {i} of {d}") for d in acls for i in range(3)]
+        write(store, docs, chunks, np.tile(basis(0), (len(chunks), 1)) + random_vectors(len(chunks)) * 0.01)
+        store.finish()
+        return store, acls
+
+    @pytest.mark.parametrize("caller, visible", [
+        ((), {"pub"}),
+        (("user:alice",), {"pub", "alice"}),
+        (("group:eng",), {"pub", "eng", "both"}),
+        (("user:bob", "group:ops"), {"pub", "both"}),
+    ])
+    def test_acl_prefilters_dense_sparse_count_and_documents(self, acl_docs, caller, visible):
+        from ragline.retrieve.acl import acl_clause
+
+        store, acls = acl_docs
+        flt = acl_clause(caller)
+        n = store.count()
+        # ask for everything: a prefilter returns all visible chunks and nothing else
+        assert doc_ids(store.dense(basis(0), n, flt)) == visible
+        assert doc_ids(store.sparse("secret", n, flt)) == visible
+        assert store.count(flt) == 3 * len(visible)
+        # top-1 is computed among visible chunks only (never trimmed from an unfiltered top-k)
+        assert len(store.dense(basis(0), 1, flt)) == 1 and len(store.sparse("secret", 1, flt)) == 1
+        assert {r.doc_id for r in store.list_documents(flt)} == visible
+        assert {r.doc_id: r.acl for r in store.list_documents()} == acls
+
+    def test_acl_combines_with_a_user_filter(self, acl_docs):
+        from ragline.retrieve.acl import acl_clause, and_where
+
+        store, _ = acl_docs
+        flt = and_where(acl_clause(["user:alice"]), where('doc_id = "eng"'))
+        assert store.dense(basis(0), 10, flt) == [] and store.sparse("secret", 10, flt) == []
+        flt = and_where(acl_clause(["user:alice"]), where('doc_id = "alice"'))
+        assert doc_ids(store.dense(basis(0), 10, flt)) == {"alice"}
+
+    def test_delete_purge_leaves_no_trace_on_disk(self, open_store, tmp_path):
+        store = open_store()
+        docs = [record("keep", text="keep"), record("gone", text="gone")]
+        chunks = [chunk("keep", 0, "ordinary harmless words"), chunk("gone", 0, "zanzibarquux confidential"),
+                  chunk("gone", 1, "more zanzibarquux material")]
+        write(store, docs, chunks)
+        store.finish()
+        # a second version of the doomed chunks, so older versions hold it too
+        write(store, [docs[1]], chunks[1:], random_vectors(2, seed=3))
+        store.finish()
+        texts = store.delete_purge(["gone"])
+        assert sorted(texts) == sorted(c.text for c in chunks[1:])
+        assert store.sparse("zanzibarquux", 10) == [] and store.count() == 1
+        assert set(store.documents()) == {"keep"}
+        assert store.remaining_texts(texts + ["ordinary harmless words"]) == {"ordinary harmless words"}
+        leaked = [p for p in tmp_path.rglob("*") if p.is_file() and b"zanzibarquux" in p.read_bytes()]
+        assert leaked == []
+        assert doc_ids(store.sparse("ordinary", 10)) == {"keep"}  # the survivor is still searchable
+
 
 class TestLanceStore(StoreContract):
     def make_store(self, tmp_path: Path, dim: int, **options):
@@ -424,3 +487,15 @@ class TestLanceStore(StoreContract):
     def test_read_only_open_takes_the_stored_dimension(self, tmp_path, three_docs):
         store = LanceStore(tmp_path / "lance", None)
         assert store.dim == DIM and store.count() == 6
+
+    def test_an_index_from_before_acls_opens_readable_by_everyone(self, tmp_path, three_docs):
+        import lancedb
+
+        db = lancedb.connect(str(tmp_path / "lance"))
+        for name in ("chunks", "documents"):
+            db.open_table(name).drop_columns(["acl"])
+        store = LanceStore(tmp_path / "lance", DIM)
+        from ragline.retrieve.acl import acl_clause
+
+        assert store.count(acl_clause(["user:anyone"])) == 6
+        assert {r.acl for r in store.documents().values()} == {("*",)}

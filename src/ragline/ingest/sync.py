@@ -26,6 +26,7 @@ SKIP_DIRS = {".git", ".hg", ".svn", ".ragline", ".venv", "venv", "node_modules",
              ".mypy_cache", ".pytest_cache"}
 
 Event = Callable[[str, dict], None]
+ACLFor = Callable[[str], tuple[str, ...]]  # source path -> the principals allowed to read it
 
 
 @dataclass
@@ -98,8 +99,9 @@ class SourceRegistry:
 
 class Syncer:
     def __init__(self, indexer: Indexer, batch_docs: int = 64, max_bytes: int = 50 * 2**20,
-                 on_event: Event | None = None) -> None:
+                 on_event: Event | None = None, acl_for: ACLFor | None = None) -> None:
         self.indexer = indexer
+        self.acl_for = acl_for or (lambda source: ("*",))
         self.store = indexer.store
         self.batch_docs = batch_docs
         self.max_bytes = max_bytes
@@ -140,7 +142,8 @@ class Syncer:
                 report.failed.append(FileError(source, f"unreadable: {exc.strerror or exc}"))
                 self.emit("file", {"path": source, "status": "failed"})
                 continue
-            if rec and rec.size == st.st_size and rec.mtime == st.st_mtime and rec.fingerprint == fp:
+            if (rec and rec.size == st.st_size and rec.mtime == st.st_mtime and rec.fingerprint == fp
+                    and tuple(rec.acl) == self.acl_for(source)):
                 report.skipped += 1
                 self.emit("file", {"path": source, "status": "skipped"})
                 continue
@@ -177,14 +180,16 @@ class Syncer:
             try:
                 data = read_file(path, self.max_bytes)
                 file_hash = content_hash(data)
-                if rec and rec.file_hash == file_hash and rec.fingerprint == self.indexer.fingerprint:
+                acl = self.acl_for(source)
+                if (rec and rec.file_hash == file_hash and rec.fingerprint == self.indexer.fingerprint
+                        and tuple(rec.acl) == acl):
                     # touched but identical: remember the new mtime, nothing to re-index
                     self.store.write_records([DocRecord(**{**rec.__dict__, "mtime": st.st_mtime, "size": st.st_size})])
                     report.skipped += 1
                     self.emit("file", {"path": source, "status": "skipped"})
                     continue
                 same_bytes = bool(rec and rec.file_hash == file_hash)
-                if same_bytes:  # only the chunk plan or model changed: re-chunk the stored text
+                if same_bytes:  # only the chunk plan, model or ACL changed: re-chunk the stored text
                     doc = document_from_record(self.store.get_documents([doc_id])[0])
                 else:
                     doc = parse_bytes(data, source, SUPPORTED_EXTENSIONS[path.suffix.lower()])
@@ -193,7 +198,8 @@ class Syncer:
                 self.emit("file", {"path": source, "status": "failed", "reason": exc.reason})
                 continue
             new = DocRecord(doc_id=doc_id, source=source, root=root, type=doc.type, file_hash=file_hash,
-                            size=st.st_size, mtime=st.st_mtime, fingerprint="", n_chunks=0, **record_fields(doc))
+                            size=st.st_size, mtime=st.st_mtime, fingerprint="", n_chunks=0, acl=acl,
+                            **record_fields(doc))
             items.append((doc, new, "rechunked" if same_bytes else "replaced" if rec else "added"))
         if items:
             self._index(items, report)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from ragline.config import RetrieveSettings
 from ragline.embed.base import Embedder
+from ragline.retrieve.acl import acl_clause, and_where
 from ragline.retrieve.filters import compile_filter
 from ragline.retrieve.fusion import best_per_document, minmax, rrf, single
 from ragline.store.base import FILTER_FIELDS, Store
@@ -22,6 +23,9 @@ class SearchRequest:
     mode: Mode = "hybrid"
     filter: str | None = None  # ragline filter expression, see docs/filters.md
     aggregate: Literal["chunk", "document"] = "chunk"
+    # the caller's principals: only documents whose ACL names one of them (or "*") are searched;
+    # None searches everything (a local, single-user index)
+    principals: tuple[str, ...] | None = None
 
 
 class Retriever:
@@ -34,7 +38,8 @@ class Retriever:
         return SearchRequest(text=text, **values)
 
     def search(self, req: SearchRequest) -> list[Hit]:
-        where = compile_filter(req.filter, FILTER_FIELDS) if req.filter else None
+        where = and_where(acl_clause(req.principals) if req.principals is not None else None,
+                          compile_filter(req.filter, FILTER_FIELDS) if req.filter else None)
         # fetch more than k: fusion needs depth, and document aggregation collapses chunks
         depth = max(self.settings.candidates, req.k * (3 if req.aggregate == "document" else 1))
         ef = max(self.settings.hnsw_ef, depth)

@@ -34,6 +34,8 @@ class DocRecord:
     text: str = ""  # parsed text, kept so re-chunking needs no re-parsing
     sections: str = "[]"  # JSON of the parsed sections
     metadata: str = "{}"  # JSON of the parsed metadata
+    # principals allowed to read it (docs/security.md); "*" is everyone with access to the index
+    acl: tuple[str, ...] = ("*",)
 
 
 # Fields a query filter may name (see docs/filters.md).
@@ -82,6 +84,13 @@ class Store(Protocol):
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Remove documents and all their chunks."""
+
+    def list_documents(self, where: str | None = None) -> list[DocRecord]:
+        """Document records (without parsed text) matching ``where`` (a documents-table clause)."""
+
+    def delete_purge(self, doc_ids: Sequence[str]) -> list[str]:
+        """Delete documents, chunks and every older version or index entry holding them; returns
+        the search texts of the removed chunks (for purging the embedding cache)."""
 
     def dense_candidates(self, vector: np.ndarray, k: int, where: str | None = None,
                          ef: int | None = None) -> list[Candidate]:

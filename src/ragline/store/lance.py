@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections import OrderedDict
 from dataclasses import asdict, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +35,7 @@ def _chunk_schema(dim: int) -> pa.Schema:
         ("title", pa.string()), ("year", pa.int32()), ("page", pa.int32()), ("heading", pa.string()),
         ("language", pa.string()), ("start", pa.int32()), ("end", pa.int32()), ("ordinal", pa.int32()),
         ("content_hash", pa.string()), ("context", pa.string()), ("text", pa.string()),
-        ("search_text", pa.string()), ("vector", pa.list_(pa.float32(), dim)),
+        ("search_text", pa.string()), ("acl", pa.list_(pa.string())), ("vector", pa.list_(pa.float32(), dim)),
     ])
 
 
@@ -40,9 +43,13 @@ _DOC_SCHEMA = pa.schema([
     ("doc_id", pa.string()), ("source", pa.string()), ("root", pa.string()), ("type", pa.string()),
     ("file_hash", pa.string()), ("size", pa.int64()), ("mtime", pa.float64()), ("fingerprint", pa.string()),
     ("n_chunks", pa.int32()), ("title", pa.string()), ("year", pa.int32()), ("text", pa.string()),
-    ("sections", pa.string()), ("metadata", pa.string()),
+    ("sections", pa.string()), ("metadata", pa.string()), ("acl", pa.list_(pa.string())),
 ])
 _DOC_LIGHT = [f.name for f in fields(DocRecord) if f.name not in ("text", "sections", "metadata")]
+
+
+def _record(row: dict) -> DocRecord:
+    return DocRecord(**{**row, "acl": tuple(row.get("acl") or ("*",))})
 
 
 def _sql_list(values: Sequence[str]) -> str:
@@ -94,6 +101,10 @@ class LanceStore:
                     f"the index at {self.path} holds {have}-dimensional vectors but the embedding model "
                     f"makes {dim}; re-run `ragline ingest` to re-embed, or point RAGLINE_HOME elsewhere"
                 )
+        self._where_rows: OrderedDict = OrderedDict()  # (version, where) -> matching row ids, for exact search
+        for table in (self._chunks, self._docs):  # indexes from before document ACLs: readable by everyone
+            if table is not None and "acl" not in table.schema.names:
+                table.add_columns({"acl": "make_array('*')"})
 
     @staticmethod
     def drop_vectors(path: Path) -> None:
@@ -111,13 +122,19 @@ class LanceStore:
         if self._docs is None:
             return {}
         table = self._docs.to_lance().to_table(columns=_DOC_LIGHT)
-        return {r["doc_id"]: DocRecord(**r) for r in table.to_pylist()}
+        return {r["doc_id"]: _record(r) for r in table.to_pylist()}
+
+    def list_documents(self, where: str | None = None) -> list[DocRecord]:
+        if self._docs is None:
+            return []
+        rows = self._docs.to_lance().to_table(columns=_DOC_LIGHT, filter=where).to_pylist()
+        return sorted((_record(r) for r in rows), key=lambda r: r.source)
 
     def get_documents(self, doc_ids: Sequence[str]) -> list[DocRecord]:
         if self._docs is None or not doc_ids:
             return []
         rows = self._docs.to_lance().to_table(filter=f"doc_id IN {_sql_list(doc_ids)}").to_pylist()
-        return [DocRecord(**r) for r in rows]
+        return [_record(r) for r in rows]
 
     # -- writes ----------------------------------------------------------------------------
     def write(self, docs: Sequence[DocRecord], chunks: Sequence[Chunk], vectors: np.ndarray,
@@ -136,6 +153,7 @@ class LanceStore:
                 "language": meta.get("language"), "start": chunk.start, "end": chunk.end,
                 "ordinal": chunk.ordinal, "content_hash": chunk.content_hash,
                 "context": chunk.metadata.get("context", ""), "text": chunk.text, "search_text": text,
+                "acl": list(d.acl),
             })
         schema = _chunk_schema(self.dim)
         cols = {name: [r[name] for r in rows] for name in schema.names if name != "vector"}
@@ -158,7 +176,7 @@ class LanceStore:
 
     def write_records(self, docs: Sequence[DocRecord]) -> None:
         """Insert or update document records only (e.g. a new mtime for identical bytes)."""
-        doc_table = pa.Table.from_pylist([asdict(d) for d in docs], schema=_DOC_SCHEMA)
+        doc_table = pa.Table.from_pylist([{**asdict(d), "acl": list(d.acl)} for d in docs], schema=_DOC_SCHEMA)
         if self._docs is None:
             self._docs = self._db.create_table("documents", doc_table, schema=_DOC_SCHEMA)
         else:
@@ -172,6 +190,47 @@ class LanceStore:
                 self._chunks.delete(f"doc_id IN {part}")
             if self._docs is not None:
                 self._docs.delete(f"doc_id IN {part}")
+
+    def delete_purge(self, doc_ids: Sequence[str]) -> list[str]:
+        """Delete documents so that nothing of them stays on disk: their rows, then every older
+        table version (Lance keeps them for time travel) and the index entries that pointed at them.
+        No reader may use this store meanwhile (the versions it reads are removed)."""
+        texts: list[str] = []
+        if self._chunks is not None and doc_ids:
+            for i in range(0, len(doc_ids), 500):
+                t = self._chunks.to_lance().to_table(columns=["search_text"],
+                                                     filter=f"doc_id IN {_sql_list(doc_ids[i:i + 500])}")
+                texts.extend(t.column("search_text").to_pylist())
+        self.delete(doc_ids)
+        self.compact(purge=True)
+        return texts
+
+    def remaining_texts(self, texts: Sequence[str]) -> set[str]:
+        """Which of ``texts`` are still the search text of some chunk."""
+        found: set[str] = set()
+        if self._chunks is None:
+            return found
+        uniq = list(dict.fromkeys(texts))
+        for i in range(0, len(uniq), 50):
+            t = self._chunks.to_lance().to_table(columns=["search_text"],
+                                                 filter=f"search_text IN {_sql_list(uniq[i:i + 50])}")
+            found.update(t.column("search_text").to_pylist())
+        return found
+
+    def compact(self, purge: bool = False) -> None:
+        """Merge small fragments and bring indexes up to date; with ``purge``, also drop every
+        older version at once (deleted rows then exist in no file)."""
+        self._invalidate()
+        older = timedelta(0) if purge else None
+        with warnings.catch_warnings():  # "readers of older versions will fail": callers hold readers off
+            warnings.simplefilter("ignore", UserWarning)
+            for table in (self._chunks, self._docs):
+                if table is not None:
+                    table.optimize(cleanup_older_than=older, delete_unverified=purge)
+            if purge and self._chunks is not None and self._chunks.count_rows() and any(
+                    i.columns == ["search_text"] for i in self._chunks.list_indices()):
+                self._create_fts()  # rebuilt from live rows only: no posting of a deleted chunk survives
+                self._chunks.optimize(cleanup_older_than=older, delete_unverified=True)
 
     def remove_orphans(self) -> int:
         """Delete chunks whose document record is gone (left by a kill during delete)."""
@@ -229,8 +288,8 @@ class LanceStore:
             return []
         vector = np.asarray(vector, dtype=np.float32)
         ann = self.has_ann_index()
-        if not ann and where is None:
-            return self._dense_in_memory(vector, k)
+        if not ann:
+            return self._dense_in_memory(vector, k, self._rows_matching(where) if where else None)
 
         def run(exact: bool) -> list[dict]:
             q = self._chunks.search(vector, vector_column_name="vector").distance_type("cosine") \
@@ -287,7 +346,18 @@ class LanceStore:
             return None
         return order[pos].tolist()
 
-    def _dense_in_memory(self, vector: np.ndarray, k: int) -> list[Candidate]:
+    def _rows_matching(self, where: str) -> np.ndarray:
+        """Row ids matching a filter (a few recent filters cached per table version)."""
+        key = (self._ds()[0], where)
+        if key not in self._where_rows:
+            t = self._ds()[1].to_table(columns=[], filter=where, with_row_id=True)
+            self._where_rows[key] = np.sort(t.column("_rowid").to_numpy())
+            while len(self._where_rows) > 64:
+                self._where_rows.popitem(last=False)
+        self._where_rows.move_to_end(key)
+        return self._where_rows[key]
+
+    def _dense_in_memory(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[Candidate]:
         matrix, row_ids, doc_ids = self._vectors()
         if not len(matrix):
             return []
@@ -295,8 +365,12 @@ class LanceStore:
         # einsum, not BLAS: OpenBLAS threads spin after a product and starve the model's
         # threads on small CPUs (a query embedded next took 22 ms instead of 9)
         scores = np.einsum("ij,j->i", matrix, vector / norm if norm else vector)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
+        # a prefilter: rows not matching it are never candidates
+        pool = np.arange(len(scores)) if allowed is None else np.flatnonzero(np.isin(row_ids, allowed, assume_unique=True))
+        if not len(pool):
+            return []
+        k = min(k, len(pool))
+        top = pool[np.argpartition(-scores[pool], k - 1)[:k]]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [Candidate(int(row_ids[i]), doc_ids[i], float(scores[i])) for i in top]
 

@@ -1,0 +1,51 @@
+"""Document-level access control: principals, and the store prefilter that enforces them.
+
+A document carries the principals allowed to read it (``user:alice``, ``group:eng``, or
+``*`` for everyone with access to the collection). A caller carries its own principals.
+A chunk is visible when the two sets meet. The check is a clause of the store query itself
+(a prefilter), so a top-k is never computed over chunks the caller may not see.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+EVERYONE = "*"
+_PRINCIPAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,127}$")
+
+
+class ACLError(ValueError):
+    """A principal name is malformed."""
+
+
+def principal(name: str) -> str:
+    name = name.strip()
+    if name != EVERYONE and not _PRINCIPAL.match(name):
+        raise ACLError(f"invalid principal '{name[:60]}': use letters, digits and _ . : @ + - "
+                       "(e.g. 'user:alice', 'group:eng'), at most 128 characters, or '*' for everyone")
+    return name
+
+
+def principals(names: Iterable[str]) -> tuple[str, ...]:
+    """Validated, de-duplicated and sorted principals."""
+    return tuple(sorted({principal(n) for n in names if n.strip()}))
+
+
+def parse_list(text: str | None) -> tuple[str, ...]:
+    """Principals from a comma-separated header or form value."""
+    return principals((text or "").split(","))
+
+
+def acl_clause(caller: Iterable[str]) -> str:
+    """The prefilter for a caller: documents whose ACL names any of the caller's principals or
+    everyone. Principals are validated, so quoting cannot be escaped from."""
+    names = sorted({EVERYONE, *principals(caller)})
+    return "array_has_any(acl, [" + ", ".join(f"'{n}'" for n in names) + "])"
+
+
+def and_where(*clauses: str | None) -> str | None:
+    parts = [c for c in clauses if c]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else " AND ".join(f"({c})" for c in parts)
