@@ -73,11 +73,30 @@ class LLMSettings(BaseModel):
     max_tokens: int = Field(512, ge=16, description="tokens reserved for the answer")
     temperature: float = 0.1
     timeout_s: float = 120.0
+    # price per 1,000 tokens, for the cost estimates of `eval answers --judge llm`; 0 = unknown (cost null)
+    price_input_per_1k: float = Field(0.0, ge=0.0)
+    price_output_per_1k: float = Field(0.0, ge=0.0)
 
 
 class IngestSettings(BaseModel):
     max_file_mb: float = Field(50.0, gt=0)
     batch_docs: int = Field(64, ge=1, description="documents per write batch (bounds memory)")
+
+
+class ServeSettings(BaseModel):
+    """`ragline serve` (docs/serve.md). Data lives under ``$RAGLINE_HOME/serve``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8321, ge=0, le=65535)
+    # the admin key (tenant management, trusted upstreams); unset: one is generated on first
+    # start and written to $RAGLINE_HOME/serve/admin.key (mode 600)
+    admin_key: str | None = None
+    max_request_mb: float = Field(100.0, gt=0, description="largest request body (uploads)")
+    max_json_kb: float = Field(256.0, gt=0, description="largest JSON request body")
+    rate_limit_per_minute: int = Field(600, ge=1, description="requests per API key per minute")
+    rate_limit_burst: int = Field(60, ge=1)
+    llm_timeout_s: float = Field(60.0, gt=0, description="an ask gives up on the LLM after this long")
+    answer_cache_size: int = Field(256, ge=0, description="cached answers per collection (0: off)")
 
 
 class Settings(BaseSettings):
@@ -89,6 +108,7 @@ class Settings(BaseSettings):
     retrieve: RetrieveSettings = RetrieveSettings()
     llm: LLMSettings = LLMSettings()
     ingest: IngestSettings = IngestSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 class ConfigError(Exception):
@@ -132,7 +152,7 @@ def load_settings(overrides: dict[str, Any] | None = None, home: Path | None = N
 
 def settings_json(settings: Settings) -> str:
     data = settings.model_dump(mode="json")
-    for section in ("embed", "llm"):
-        if data[section].get("api_key"):
-            data[section]["api_key"] = "***"
+    for section, key in (("embed", "api_key"), ("llm", "api_key"), ("serve", "admin_key")):
+        if data[section].get(key):
+            data[section][key] = "***"
     return json.dumps(data, indent=2)

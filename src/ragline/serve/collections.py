@@ -1,0 +1,206 @@
+"""One collection at run time: its own index, embedding cache, files, caches and locks.
+
+Layout under the serve data directory::
+
+    tenants/<tenant>/collections/<collection>/
+        files/    uploaded originals (the name a user uploaded, made safe)
+        index/    the collection's ragline home: lance/, embeddings.sqlite
+
+Each collection is a separate store, so a query can only ever reach its own collection's
+chunks; inside it, document ACLs are a clause of the store query (retrieve/acl.py).
+Writers (ingest, delete) take ``write_lock`` one at a time; a purge (delete) also shuts
+readers out for its duration, because it removes the table versions readers may hold.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ragline.app import Engine
+from ragline.config import Settings
+from ragline.embed.base import Embedder
+from ragline.ingest.indexer import Indexer
+from ragline.ingest.sync import IngestReport, Syncer, doc_id_for
+from ragline.retrieve.search import Retriever, SearchRequest
+from ragline.store.base import DocRecord
+from ragline.types import Hit, content_hash
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer holds new readers back."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()\-]+")
+
+
+def safe_filename(name: str) -> str:
+    """The last path part of an uploaded name, with anything odd replaced."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    base = _UNSAFE.sub("_", base).strip(". ")
+    return base[:180] or "upload"
+
+
+class AnswerCache:
+    """Recent answers of one collection, keyed by everything that shapes them, the caller's
+    principals included. Any write to the collection empties it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key: tuple, value: Any) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Collection:
+    def __init__(self, tenant: str, name: str, root: Path, settings: Settings, embedder: Embedder) -> None:
+        self.tenant, self.name, self.root = tenant, name, root
+        self.files = root / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self.settings = settings.model_copy(update={"home": root / "index"})
+        self.engine = Engine(self.settings)
+        self.engine.__dict__["embedder"] = embedder  # one model for every collection
+        self.store = self.engine.open_store(reset_on_dim_change=True)
+        self.engine.__dict__["store"] = self.store
+        self.retriever = Retriever(self.store, embedder, self.settings.retrieve)
+        self.write_lock = threading.Lock()
+        self.rw = RWLock()
+        self.answers = AnswerCache(settings.serve.answer_cache_size)
+
+    # -- names ------------------------------------------------------------------------------
+    def display(self, source: str) -> str:
+        """What a client sees of a source: the uploaded name, or the registered server path."""
+        prefix = str(self.files) + "/"
+        return source[len(prefix):] if source.startswith(prefix) else source
+
+    def upload_path(self, filename: str) -> Path:
+        return self.files / safe_filename(filename)
+
+    # -- reads ------------------------------------------------------------------------------
+    def search(self, req: SearchRequest) -> list[Hit]:
+        with self.rw.read():
+            return self.retriever.search(req)
+
+    def documents(self, where: str | None) -> list[DocRecord]:
+        with self.rw.read():
+            return self.store.list_documents(where)
+
+    def document(self, doc_id: str, where: str | None) -> DocRecord | None:
+        """One document's full record, if ``where`` (the caller's ACL) lets the caller see it."""
+        from ragline.retrieve.acl import and_where
+        from ragline.store.lance import _sql_list
+
+        with self.rw.read():
+            if not self.store.list_documents(and_where(where, f"doc_id IN {_sql_list([doc_id])}")):
+                return None
+            recs = self.store.get_documents([doc_id])
+        return recs[0] if recs else None
+
+    def count(self, where: str | None = None) -> int:
+        with self.rw.read():
+            return self.store.count(where)
+
+    # -- writes -----------------------------------------------------------------------------
+    def ingest(self, paths: list[Path], acls: dict[str, tuple[str, ...]], on_event=None) -> IngestReport:
+        """Index these files; ``acls`` maps a source path to its ACL (otherwise a re-ingested
+        document keeps the ACL it has, and a new one is readable by everyone)."""
+        with self.write_lock:
+            known = self.store.documents()
+
+            def acl_for(source: str) -> tuple[str, ...]:
+                if source in acls:
+                    return acls[source]
+                rec = known.get(doc_id_for(source))
+                return tuple(rec.acl) if rec else ("*",)
+
+            indexer = Indexer(self.store, self.engine.embedder, self.engine.cache, self.engine.plan)
+            mb = self.settings.ingest.max_file_mb
+            syncer = Syncer(indexer, self.settings.ingest.batch_docs, int(mb * 2**20), on_event, acl_for)
+            report = syncer.sync(paths, prune=False)
+            self.answers.clear()
+            return report
+
+    def delete(self, doc_ids: list[str]) -> int:
+        """Remove documents completely: chunks, vectors, full-text entries, older table versions,
+        their cached embeddings (unless another chunk still uses the same text), cached answers,
+        and uploaded originals. Returns how many existed."""
+        with self.write_lock, self.rw.write():
+            recs = self.store.get_documents(doc_ids)
+            if not recs:
+                return 0
+            texts = self.store.delete_purge([r.doc_id for r in recs])
+            still = self.store.remaining_texts(texts)
+            self.engine.cache.delete_hashes(sorted({content_hash(t) for t in texts if t not in still}))
+            self.answers.clear()
+            for r in recs:
+                path = Path(r.source)
+                if path.parent == self.files and path.exists():
+                    path.unlink()
+            return len(recs)
+
+    def drop(self) -> None:
+        """Delete the whole collection from disk."""
+        with self.write_lock, self.rw.write():
+            self.engine.cache.close()
+            self.answers.clear()
+            shutil.rmtree(self.root, ignore_errors=True)
