@@ -57,6 +57,8 @@ def everything_seen(server, c, tenant: str, question_markers: list[str]) -> tupl
                     texts += [data["answer"]] + [x["snippet"] for x in data["citations"]]
                 elif kind == "token":
                     texts.append(data["text"])
+    jobs = c.get(base(tenant) + "/jobs").json()["jobs"]  # this key submitted none
+    assert jobs == []
     cols = c.get(f"/v1/tenants/{tenant}/collections").json()["collections"]
     assert [x["documents"] for x in cols if x["name"] == "docs"] == [len(docs)]
     return names, texts

@@ -359,7 +359,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     def ingest_job(col: Collection, who: Caller, kind: str, staged: list[tuple[Path | None, Path, str]],
                    acl: tuple[str, ...] | None, rejected: list[dict]) -> Job:
         """Queue the indexing of files: (staged upload or None, final path, display name)."""
-        job = Job(id="", tenant=col.tenant, collection=col.name, kind=kind,
+        job = Job(id="", tenant=col.tenant, collection=col.name, kind=kind, owner=who.key_id,
                   files=[name for _, _, name in staged] + [r["file"] for r in rejected])
         job.errors.extend(rejected)
         job.done = len(rejected)
@@ -522,14 +522,21 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
         return {"deleted": doc_id}
 
     # -- jobs ----------------------------------------------------------------------------------
+    # A job names files and documents, so only the key that submitted it (and the admin) reads it.
+    def job_visible(who: Caller, job: Job) -> bool:
+        return who.admin or job.owner == who.key_id
+
     @app.get("/v1/tenants/{tenant}/collections/{collection}/jobs", tags=["jobs"])
-    def list_jobs(tenant: str, collection: str, _: Collection = Depends(collection_of)) -> dict:
-        return {"jobs": [j.public() for j in server.jobs.list(tenant, collection)[:100]]}
+    def list_jobs(tenant: str, collection: str, _: Collection = Depends(collection_of),
+                  who: Caller = Depends(tenant_caller)) -> dict:
+        mine = [j for j in server.jobs.list(tenant, collection) if job_visible(who, j)]
+        return {"jobs": [j.public() for j in mine[:100]]}
 
     @app.get("/v1/tenants/{tenant}/collections/{collection}/jobs/{job_id}", tags=["jobs"])
-    def get_job(tenant: str, collection: str, job_id: str, _: Collection = Depends(collection_of)) -> dict:
+    def get_job(tenant: str, collection: str, job_id: str, _: Collection = Depends(collection_of),
+                who: Caller = Depends(tenant_caller)) -> dict:
         job = server.jobs.get(tenant, job_id)
-        if job is None or job.collection != collection:
+        if job is None or job.collection != collection or not job_visible(who, job):
             raise ApiError(404, "not_found", f"no job '{job_id}'")
         return job.public()
 
@@ -638,7 +645,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             items = [_item(obj, f"items[{i}]") for i, obj in enumerate(body.items)]
         except DatasetError as exc:
             raise ApiError(400, "invalid_dataset", str(exc)) from None
-        job = Job(id="", tenant=col.tenant, collection=col.name, kind="evaluation", files=[])
+        job = Job(id="", tenant=col.tenant, collection=col.name, kind="evaluation", files=[], owner=who.key_id)
 
         def work(job: Job) -> None:
             from ragline.evaluate.answers import evaluate_answers

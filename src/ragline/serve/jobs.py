@@ -26,6 +26,7 @@ class Job:
     collection: str
     kind: str  # "ingest" | "reingest"
     files: list[str]  # what the client sent (display names)
+    owner: str = ""  # the key that submitted it: only it (and the admin) may read the job
     status: str = "queued"  # queued | running | succeeded | partial | failed
     created: float = field(default_factory=time.time)
     started: float | None = None
