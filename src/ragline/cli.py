@@ -450,6 +450,165 @@ def eval_beir(
     _run(go)
 
 
+@eval_app.command("run")
+def eval_run(
+    path: Path = typer.Argument(..., help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv"),
+    config: Optional[list[str]] = typer.Option(None, "--config", "-c",
+                                               help="a configuration, repeatable: FILE.toml with [chunk], [embed], "
+                                                    "[retrieve] sections, or inline NAME:section.key=value,..."),
+    split: str = typer.Option("test", help="qrels split file name"),
+    max_queries: Optional[int] = typer.Option(None, help="score only the first N queries"),
+    max_docs: Optional[int] = typer.Option(None, help="index only the documents judged for the scored queries "
+                                                      "plus the first N others in corpus order (a fast slice)"),
+    index_dir: Optional[Path] = typer.Option(None, help="keep indexes here, one per index key, and reuse them in "
+                                                        "later runs [default: a temporary directory]"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the results JSON here"),
+    per_query: bool = typer.Option(False, "--per-query", help="include per-query values in --json output"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Score several configurations on one BEIR dataset, sharing the dataset, the embedding cache and
+    indexes, into one results file (render it with `ragline eval report`)."""
+
+    def go() -> None:
+        from ragline.evaluate.beir import dataset_fingerprint, load_beir, slice_corpus
+        from ragline.evaluate.experiments import ExperimentError, load_configs, run_experiment
+
+        if max_docs is not None and max_docs < 0:
+            raise UserError(f"--max-docs must be 0 or more, not {max_docs}")
+        if max_queries is not None and max_queries < 1:
+            raise UserError(f"--max-queries must be 1 or more, not {max_queries}")
+        where_home = Path(home or ".ragline")
+        try:
+            configs = load_configs(list(config or []), where_home)
+        except ExperimentError as exc:
+            raise UserError(str(exc)) from None
+        ds = load_beir(path, split)
+        meta = {"dataset": str(path), "split": split, "dataset_fingerprint": dataset_fingerprint(path, split),
+                "corpus_documents": ds.n_docs, "max_queries": max_queries, "max_docs": max_docs}
+        if max_queries:
+            ds.queries = dict(list(ds.queries.items())[:max_queries])
+            ds.qrels = {q: ds.qrels[q] for q in ds.queries}
+        if max_docs is not None:
+            ds = slice_corpus(ds, max_docs)
+        if output:  # fail before the long run, not after it
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+        tmp = tempfile.TemporaryDirectory(prefix="ragline-run-") if index_dir is None else None
+        show = not as_json and err.is_terminal
+        try:
+            with _progress(show) as progress:
+                tasks: dict[str, Any] = {}
+
+                def on_event(kind: str, d: dict) -> None:
+                    if kind == "index-start":
+                        tasks["index"] = progress.add_task(f"indexing for {d['config']}", total=d["documents"],
+                                                           rate="")
+                    elif kind == "index-progress":
+                        progress.update(tasks["index"], completed=d["done"], rate=f"{d['chunks']} chunks")
+                    elif kind == "query-start":
+                        tasks[d["config"]] = progress.add_task(f"{d['config']} ({d['mode']})", total=d["queries"],
+                                                               rate="")
+                    elif kind == "query-progress":
+                        progress.update(tasks[d["config"]], completed=d["done"])
+
+                data = run_experiment(ds, configs, home=where_home,
+                                      index_root=Path(tmp.name if tmp else index_dir), meta=meta, on_event=on_event)
+        finally:
+            if tmp:
+                tmp.cleanup()
+        if output:
+            try:
+                output.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+        if as_json:
+            if not per_query:
+                data = {**{k: v for k, v in data.items() if k != "query_text"},
+                        "configs": {n: {k: v for k, v in c.items() if k != "per_query"}
+                                    for n, c in data["configs"].items()}}
+            _emit_json(data)
+            return
+        t = Table(title=f"{path.name}: {data['documents']} documents, {data['queries']} queries")
+        cols = ["ndcg@10", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr@10", "map@100"]
+        labels = ["nDCG@10", "R@10", "R@100", "P@10", "Hit@10", "MRR@10", "MAP@100"]
+        t.add_column("config", overflow="fold", min_width=min(24, max(len(n) for n in data["configs"])))
+        for label in ["mode", *labels, "p50 ms", "p95 ms", "index"]:
+            t.add_column(label, justify="left" if label in ("mode", "index") else "right", no_wrap=True)
+        for name, c in data["configs"].items():
+            t.add_row(Text(name), c["mode"], *[f"{c['metrics'][m]:.4f}" for m in cols],
+                      f"{c['latency_ms']['p50']:.1f}", f"{c['latency_ms']['p95']:.1f}", c["index"]["key"][:8])
+        _print_table(t)
+        for key, info in data["indexes"].items():
+            ing = info["ingest"]
+            how = "reused from --index-dir; when built: " if info["reused_from_disk"] else "built: "
+            out.print(f"index {key[:8]} ({info['embedding_model']}): {how}{ing.get('chunks')} chunks, "
+                      f"{ing.get('embedded')} embedded, {ing.get('from_cache')} from cache, "
+                      f"{ing.get('seconds', 0):.1f}s; used by {', '.join(info['used_by'])}", markup=False)
+        if output:
+            out.print(f"results written to {output}; render them with `ragline eval report {output} --html "
+                      f"report.html`", markup=False)
+
+    _run(go)
+
+
+@eval_app.command("report")
+def eval_report(
+    results: Path = typer.Argument(..., help="an `eval run --output` (or `eval beir --output`) results file"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report here"),
+    md_out: Optional[Path] = typer.Option(None, "--md", help="write a Markdown summary here"),
+    compare: Optional[tuple[str, str]] = typer.Option(None, "--compare", metavar="A B",
+                                                      help="the two configurations to compare per query "
+                                                           "[default: the first two]"),
+    metric: str = typer.Option("ndcg@10", help="metric of the per-query comparison and the Markdown CI column"),
+    resamples: int = typer.Option(2000, help="bootstrap resamples"),
+    seed: int = typer.Option(0, help="bootstrap random seed"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Render results as an HTML report (inline SVG plots: metrics with 95% bootstrap intervals, latency,
+    per-query wins and losses) and a Markdown table; with neither --html nor --md, print the Markdown."""
+
+    def go() -> None:
+        from ragline.evaluate.report import ReportInputError, markdown, parse_results, render_html, summarise
+
+        try:
+            raw = json.loads(results.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UserError(f"cannot read results file {results}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"results file {results} is not UTF-8 text") from None
+        except ValueError as exc:
+            raise UserError(f"results file {results} is not valid JSON ({exc})") from None
+        try:
+            res = parse_results(raw, f"results file {results}")
+            summary = summarise(res, tuple(compare) if compare else None, metric, resamples, seed)
+            md = markdown(res, summary)
+            page = render_html(res, summary) if html_out else None
+        except ReportInputError as exc:
+            raise UserError(str(exc)) from None
+        written = []
+        for target, text in ((html_out, page), (md_out, md)):
+            if target is None:
+                continue
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text or "", encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+            written.append(str(target))
+        if as_json:
+            _emit_json({**summary, "written": written})
+        elif written:
+            for w in written:
+                out.print(f"wrote {w}", markup=False)
+        else:
+            out.print(md, end="", markup=False)
+
+    _run(go)
+
+
 @eval_app.command("answers")
 def eval_answers(
     path: Path = typer.Argument(..., help="QA JSONL file: id, question, answer?, relevant_ids?, answerable?"),
