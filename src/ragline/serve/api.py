@@ -566,6 +566,13 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
         eng.__dict__["embedder"] = server.embedder
         return eng.generator()
 
+    def llm_message(exc: Exception) -> str:
+        """What a client learns of an LLM failure: the kind, never the endpoint's address or reply."""
+        log.warning("LLM call failed: %s", exc)
+        if "timed out" in str(exc).lower() or "timeout" in type(exc.__cause__ or exc).__name__.lower():
+            return f"the language model did not answer within {server.settings.serve.llm_timeout_s:g} s (timed out)"
+        return "the language model is unavailable; the error is in the server's log"
+
     def finish_answer(col: Collection, answer: Answer) -> Answer:
         from ragline.generate.citations import pinpoint
 
@@ -585,7 +592,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             try:
                 answer = generator(col).answer(body.question, hits)
             except LLMError as exc:
-                raise ApiError(502, "llm_unavailable", str(exc)) from None
+                raise ApiError(502, "llm_unavailable", llm_message(exc)) from None
             out = answer_json(col, body.question, finish_answer(col, answer))
             col.answers.put(key, out)
             return {**out, "cached": False}
@@ -616,7 +623,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
                 yield {"event": "answer", "data": json.dumps({**out, "cached": False})}
                 yield {"event": "done", "data": "{}"}
             except LLMError as exc:
-                yield {"event": "error", "data": json.dumps({"code": "llm_unavailable", "message": str(exc)})}
+                yield {"event": "error", "data": json.dumps({"code": "llm_unavailable", "message": llm_message(exc)})}
             except Exception:
                 log.exception("ask stream failed")
                 yield {"event": "error", "data": json.dumps({"code": "internal", "message": "the answer failed; "
@@ -704,6 +711,17 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
         raise ApiError(404, "not_found", f"no evaluation '{eval_id}'")
 
     # -- the web UI --------------------------------------------------------------------------
+    @app.middleware("http")
+    async def ui_headers(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path == "/" or request.url.path.startswith("/ui/"):
+            # the UI runs no inline script and loads nothing from elsewhere; and after an upgrade
+            # browsers must not keep old modules
+            response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:"
+            response.headers["Cache-Control"] = "no-cache"
+            response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
     if UI_DIR.is_dir():
         app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
 
