@@ -14,7 +14,7 @@ GATE_SLICE := --max-queries 60 --max-docs 1000
 GATE_BASELINE := bench/baselines/scifact-slice.json
 GATE_CHECKS := --max-drop 0.02 --metric ndcg@10 --metric recall@100
 
-.PHONY: install install-test demo test bench gate gate-baseline clean
+.PHONY: install install-test demo test bench bench-serve gate gate-baseline clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test: install-test
 
 bench: install
 	$(PY) bench/ingest_query.py
+
+# a real `ragline serve` under concurrent query/ask + ingestion, then every document checked (bench/README.md)
+bench-serve: install
+	$(PY) bench/serve_load.py
 
 gate: install
 	@if [ ! -d "$(SCIFACT)" ]; then echo "gate: skipped, no BEIR SciFact folder at $(SCIFACT)"; exit 0; fi; \
