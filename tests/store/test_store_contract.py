@@ -499,3 +499,27 @@ class TestLanceStore(StoreContract):
 
         assert store.count(acl_clause(["user:anyone"])) == 6
         assert {r.acl for r in store.documents().values()} == {("*",)}
+
+    def test_a_read_during_a_compaction_does_not_keep_a_stale_snapshot(self, open_store):
+        """A query that arrives while finish() compacts must not leave the store reading the
+        pre-compaction snapshot (whose row ids the live full-text index no longer uses)."""
+        store = open_store()
+        real_optimize = None
+
+        def reading_optimize(*args, **kwargs):
+            store._ds()  # what a concurrent query does mid-write
+            return real_optimize(*args, **kwargs)
+
+        for batch in range(4):
+            docs = [record(f"d{batch}{i}", text="x") for i in range(3)]
+            chunks = [chunk(d.doc_id, 0, f"marker{d.doc_id} text") for d in docs]
+            write(store, docs, chunks)
+            real_optimize = store._chunks.optimize
+            store._chunks.optimize = reading_optimize
+            try:
+                store.finish()
+            finally:
+                del store._chunks.optimize
+        for batch in range(4):
+            for i in range(3):
+                assert doc_ids(store.sparse(f"markerd{batch}{i}", 5)) == {f"d{batch}{i}"}, (batch, i)

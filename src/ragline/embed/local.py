@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import os
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -54,16 +56,28 @@ def _release_freed_memory() -> None:
 
 
 class HFTokenizer:
-    """Counts and locates word pieces with the model's own fast tokenizer."""
+    """Counts and locates word pieces with the model's own fast tokenizer.
+
+    It must be a tokenizer of its own, not the one the model encodes with: a fast tokenizer
+    keeps its padding/truncation mode as state, so an unpadded count in one thread switched
+    the mode under a padded batch encode in another ("Unable to create tensor", seen under
+    concurrent ingest and ask in `ragline serve`). Calls are serialised; they take microseconds."""
 
     def __init__(self, hf_tokenizer) -> None:
         self._tok = hf_tokenizer
+        self._lock = threading.Lock()
 
     def count(self, text: str) -> int:
-        return len(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+        with self._lock:
+            return len(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def counts(self, texts: Sequence[str]) -> list[int]:
+        with self._lock:
+            return [len(ids) for ids in self._tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
-        enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        with self._lock:
+            enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return [tuple(span) for span in enc["offset_mapping"]]
 
 
@@ -99,7 +113,7 @@ class LocalEmbedder:
         self.dim = int(dim_of())
         # the model's window minus [CLS] and [SEP]
         self.max_tokens = int(self._model.max_seq_length) - 2
-        self.tokenizer = HFTokenizer(self._model.tokenizer)
+        self.tokenizer = HFTokenizer(copy.deepcopy(self._model.tokenizer))  # see HFTokenizer
         self.model_id = f"{name}@{'bf16' if self.bf16 else 'fp32'}"
 
     @contextlib.contextmanager
@@ -113,13 +127,13 @@ class LocalEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        lengths = self._model.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
-        too_long = [i for i, ids in enumerate(lengths) if len(ids) > self.max_tokens]
+        lengths = self.tokenizer.counts(texts)
+        too_long = [i for i, n in enumerate(lengths) if n > self.max_tokens]
         if too_long:
             i = too_long[0]
             raise EmbedError(
                 f"{len(too_long)} input(s) exceed the model's {self.max_tokens}-token window "
-                f"(first: {len(lengths[i])} tokens) and would be truncated; chunk them smaller"
+                f"(first: {lengths[i]} tokens) and would be truncated; chunk them smaller"
             )
         with self._precision(), self._torch.inference_mode():
             vecs = self._model.encode(

@@ -38,6 +38,15 @@ class Retriever:
         return SearchRequest(text=text, **values)
 
     def search(self, req: SearchRequest) -> list[Hit]:
+        hits, complete = self._search(req)
+        if not complete and hasattr(self.store, "refresh"):
+            # a write committed between finding candidates and reading them (a compaction renumbers
+            # rows): search again on the latest version rather than return a short list
+            self.store.refresh()
+            hits, _ = self._search(req)
+        return hits
+
+    def _search(self, req: SearchRequest) -> tuple[list[Hit], bool]:
         where = and_where(acl_clause(req.principals) if req.principals is not None else None,
                           compile_filter(req.filter, FILTER_FIELDS) if req.filter else None)
         # fetch more than k: fusion needs depth, and document aggregation collapses chunks
@@ -62,4 +71,4 @@ class Retriever:
             ranked = best_per_document(ranked)
         top = ranked[: req.k]
         rows = store.fetch([f.key for f in top])
-        return [Hit(rows[f.key], f.score, f.scores) for f in top if f.key in rows]
+        return [Hit(rows[f.key], f.score, f.scores) for f in top if f.key in rows], len(rows) == len(top)

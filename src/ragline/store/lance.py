@@ -8,10 +8,13 @@ killed process leaves the previous version readable.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import threading
 import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +49,15 @@ _DOC_SCHEMA = pa.schema([
     ("sections", pa.string()), ("metadata", pa.string()), ("acl", pa.list_(pa.string())),
 ])
 _DOC_LIGHT = [f.name for f in fields(DocRecord) if f.name not in ("text", "sections", "metadata")]
+
+
+def _writes(method):
+    """Marks a method that commits: readers do not keep a snapshot taken while it runs."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._writing():
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 def _record(row: dict) -> DocRecord:
@@ -85,7 +97,10 @@ class LanceStore:
             raise StoreError(f"cannot open the index at {self.path}: {exc}") from None
         # Read caches. LanceDB tables opened here see other processes' commits only when
         # reopened, so the version changes only through this object's writes, which reset them.
-        self._dataset: tuple | None = None  # (table version, lance dataset)
+        self._dataset: tuple | None = None  # (table version, lance dataset, write epoch)
+        self._epoch = 0  # completed writes; a cached snapshot is good only within one epoch
+        self._writers = 0  # writes in progress
+        self._epoch_lock = threading.Lock()
         self._matrix: tuple | None = None  # (table version, vectors, row ids, doc ids)
         self._ann: tuple | None = None  # (table version, has an ANN index)
         self._row_order: tuple | None = None  # (table version, sorted row ids, their scan positions)
@@ -137,6 +152,7 @@ class LanceStore:
         return [_record(r) for r in rows]
 
     # -- writes ----------------------------------------------------------------------------
+    @_writes
     def write(self, docs: Sequence[DocRecord], chunks: Sequence[Chunk], vectors: np.ndarray,
               search_texts: Sequence[str]) -> None:
         if not docs:
@@ -170,7 +186,6 @@ class LanceStore:
         else:
             (self._chunks.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
              .when_not_matched_by_source_delete(f"doc_id IN {_sql_list(doc_ids)}").execute(batch))
-        self._invalidate()
         # 2) document records (a crash between 1 and 2 only makes the next sync redo these docs)
         self.write_records(docs)
 
@@ -182,8 +197,8 @@ class LanceStore:
         else:
             self._docs.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all().execute(doc_table)
 
+    @_writes
     def delete(self, doc_ids: Sequence[str]) -> None:
-        self._invalidate()
         for i in range(0, len(doc_ids), 500):
             part = _sql_list(doc_ids[i : i + 500])
             if self._chunks is not None:
@@ -217,10 +232,10 @@ class LanceStore:
             found.update(t.column("search_text").to_pylist())
         return found
 
+    @_writes
     def compact(self, purge: bool = False) -> None:
         """Merge small fragments and bring indexes up to date; with ``purge``, also drop every
         older version at once (deleted rows then exist in no file)."""
-        self._invalidate()
         older = timedelta(0) if purge else None
         with warnings.catch_warnings():  # "readers of older versions will fail": callers hold readers off
             warnings.simplefilter("ignore", UserWarning)
@@ -232,6 +247,7 @@ class LanceStore:
                 self._create_fts()  # rebuilt from live rows only: no posting of a deleted chunk survives
                 self._chunks.optimize(cleanup_older_than=older, delete_unverified=True)
 
+    @_writes
     def remove_orphans(self) -> int:
         """Delete chunks whose document record is gone (left by a kill during delete)."""
         if self._chunks is None:
@@ -240,7 +256,6 @@ class LanceStore:
         ids = set(self._chunks.to_lance().to_table(columns=["doc_id"]).column("doc_id").to_pylist())
         orphans = sorted(ids - known)
         if orphans:
-            self._invalidate()
             for i in range(0, len(orphans), 500):
                 self._chunks.delete(f"doc_id IN {_sql_list(orphans[i:i + 500])}")
         return len(orphans)
@@ -251,8 +266,8 @@ class LanceStore:
                                       language="English", stem=True, remove_stop_words=True,
                                       lower_case=True, ascii_folding=True, with_position=False, replace=True)
 
+    @_writes
     def finish(self) -> None:
-        self._invalidate()
         if self._chunks is None:
             return
         names = {idx.name: idx for idx in self._chunks.list_indices()}
@@ -308,15 +323,37 @@ class LanceStore:
             rows = run(True)  # the ANN graph missed matches of a selective filter: search exactly
         return [Candidate(r["_rowid"], r["doc_id"], 1.0 - float(r["_distance"])) for r in rows]
 
-    def _invalidate(self) -> None:
+    @contextmanager
+    def _writing(self):
+        with self._epoch_lock:
+            self._writers += 1
+            self._dataset = None
+        try:
+            yield
+        finally:
+            with self._epoch_lock:
+                self._writers -= 1
+                self._epoch += 1
+                self._dataset = None
+
+    def refresh(self) -> None:
+        """Drop the cached snapshot: the next read sees the latest committed version."""
         self._dataset = None
 
     def _ds(self) -> tuple[int, object]:
-        """The current version and its Lance dataset, cached until this object writes."""
+        """The current version and its Lance dataset. Cached between writes; a snapshot taken
+        while a write runs is used once and not kept (a query racing a compaction otherwise kept
+        reading pre-compaction row ids until the next write: documents went missing from results)."""
         assert self._chunks is not None
-        if self._dataset is None:
-            self._dataset = (self._chunks.version, self._chunks.to_lance())
-        return self._dataset
+        cached = self._dataset
+        if cached is not None and cached[2] == self._epoch:
+            return cached[0], cached[1]
+        epoch, writers = self._epoch, self._writers
+        snapshot = (self._chunks.version, self._chunks.to_lance())
+        with self._epoch_lock:
+            if writers == 0 and self._writers == 0 and epoch == self._epoch:
+                self._dataset = (*snapshot, epoch)
+        return snapshot
 
     def _vectors(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """All vectors of the current table version with their row ids and doc ids. Exact search
