@@ -473,6 +473,66 @@ class StoreContract:
         assert doc_ids(store.sparse("ordinary", 10)) == {"keep"}  # the survivor is still searchable
 
 
+    @pytest.mark.slow
+    def test_reads_racing_writes_never_cross_an_acl_or_a_document(self, open_store):
+        """Readers under an ACL while a writer replaces, re-permissions and compacts documents:
+        every hit is a visible chunk and the text of the document it names."""
+        import threading
+        from dataclasses import replace
+
+        from ragline.retrieve.acl import acl_clause
+        from ragline.retrieve.search import Retriever, SearchRequest
+        from ragline.config import RetrieveSettings
+
+        store = open_store()
+        secret, public = ("group:exec",), ("*",)
+
+        def docs_for(round_: int):
+            docs, chunks = [], []
+            for i in range(12):
+                acl = secret if (i + round_) % 2 else public
+                tag = "secret" if acl == secret else "public"
+                d = replace(record(f"doc{i}", text="x"), acl=acl)
+                docs.append(d)
+                chunks += [chunk(d.doc_id, j, f"{tag} body of doc{i} part {j} round {round_} common")
+                           for j in range(1 + (round_ + i) % 3)]
+            return docs, chunks
+
+        write(store, *docs_for(0))
+        store.finish()
+
+        class Fixed:  # a query embedder that returns one vector
+            dim = DIM
+
+            def embed_query(self, text):
+                return basis(0) + 0.5
+
+        retriever = Retriever(store, Fixed(), RetrieveSettings())
+        stop, problems = threading.Event(), []
+
+        def read():
+            while not stop.is_set():
+                for mode in ("dense", "sparse", "hybrid"):
+                    req = SearchRequest("common body", k=20, mode=mode, principals=("user:nobody",))
+                    for h in retriever.search(req):
+                        if "secret" in h.chunk.text or f"of {h.chunk.doc_id} " not in h.chunk.text:
+                            problems.append((mode, h.chunk.doc_id, h.chunk.text))
+                n = store.count(acl_clause(["user:nobody"]))
+                if n > 0 and not store.dense(basis(0), 100, acl_clause(["user:nobody"])):
+                    problems.append(("dense", "visible chunks exist but none returned", n))
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        [t.start() for t in readers]
+        try:
+            for round_ in range(1, 25):
+                write(store, *docs_for(round_), random_vectors(sum(1 + (round_ + i) % 3 for i in range(12)), round_))
+                store.finish()
+        finally:
+            stop.set()
+            [t.join() for t in readers]
+        assert problems == []
+
+
 class TestLanceStore(StoreContract):
     def make_store(self, tmp_path: Path, dim: int, **options):
         return LanceStore(tmp_path / "lance", dim, **options)

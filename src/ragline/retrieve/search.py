@@ -71,4 +71,7 @@ class Retriever:
             ranked = best_per_document(ranked)
         top = ranked[: req.k]
         rows = store.fetch([f.key for f in top])
-        return [Hit(rows[f.key], f.score, f.scores) for f in top if f.key in rows], len(rows) == len(top)
+        # a row must be the chunk its candidate named: a read that crossed table versions is dropped
+        # (and the search retried), never returned as some other document's text
+        good = [f for f in top if f.key in rows and rows[f.key].doc_id == f.doc_id]
+        return [Hit(rows[f.key], f.score, f.scores) for f in good], len(good) == len(top)

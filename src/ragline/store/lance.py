@@ -101,6 +101,9 @@ class LanceStore:
         self._epoch = 0  # completed writes; a cached snapshot is good only within one epoch
         self._writers = 0  # writes in progress
         self._epoch_lock = threading.Lock()
+        # recent snapshots by version: a candidate found in one is fetched from it even after a
+        # newer version (that replaced its row) was committed
+        self._snapshots: OrderedDict[int, object] = OrderedDict()
         self._matrix: tuple | None = None  # (table version, vectors, row ids, doc ids)
         self._ann: tuple | None = None  # (table version, has an ANN index)
         self._row_order: tuple | None = None  # (table version, sorted row ids, their scan positions)
@@ -237,6 +240,9 @@ class LanceStore:
         """Merge small fragments and bring indexes up to date; with ``purge``, also drop every
         older version at once (deleted rows then exist in no file)."""
         older = timedelta(0) if purge else None
+        if purge:
+            with self._epoch_lock:
+                self._snapshots.clear()  # their files are about to go
         with warnings.catch_warnings():  # "readers of older versions will fail": callers hold readers off
             warnings.simplefilter("ignore", UserWarning)
             for table in (self._chunks, self._docs):
@@ -304,7 +310,8 @@ class LanceStore:
         vector = np.asarray(vector, dtype=np.float32)
         ann = self.has_ann_index()
         if not ann:
-            return self._dense_in_memory(vector, k, self._rows_matching(where) if where else None)
+            snapshot = self._ds()  # mask and vectors from one table version
+            return self._dense_in_memory(vector, k, snapshot, self._rows_matching(where, snapshot) if where else None)
 
         def run(exact: bool) -> list[dict]:
             q = self._chunks.search(vector, vector_column_name="vector").distance_type("cosine") \
@@ -353,29 +360,38 @@ class LanceStore:
         with self._epoch_lock:
             if writers == 0 and self._writers == 0 and epoch == self._epoch:
                 self._dataset = (*snapshot, epoch)
+            self._snapshots[snapshot[0]] = snapshot[1]
+            self._snapshots.move_to_end(snapshot[0])
+            while len(self._snapshots) > 4:
+                self._snapshots.popitem(last=False)
         return snapshot
 
-    def _vectors(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """All vectors of the current table version with their row ids and doc ids. Exact search
-        below the ANN threshold: one matrix product beats a scan through Lance by ~10x here."""
-        version, ds = self._ds()
-        if self._matrix is None or self._matrix[0] != version:
+    def _vectors(self, snapshot: tuple[int, object]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """All vectors of a table version with their row ids and doc ids. Exact search below the
+        ANN threshold: one matrix product beats a scan through Lance by ~10x here."""
+        version, ds = snapshot
+        cached = self._matrix  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != version:
             t = ds.to_table(columns=["vector", "doc_id"], with_row_id=True)
             flat = t.column("vector").combine_chunks().flatten()
             matrix = np.asarray(flat, dtype=np.float32).reshape(-1, self.dim)
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
             matrix = matrix / np.where(norms == 0, 1.0, norms)  # cosine, whatever the writer stored
-            self._matrix = (version, matrix, t.column("_rowid").to_numpy(), t.column("doc_id").to_pylist())
-        return self._matrix[1], self._matrix[2], self._matrix[3]
+            cached = self._matrix = (version, matrix, t.column("_rowid").to_numpy(), t.column("doc_id").to_pylist())
+        return cached[1], cached[2], cached[3]
 
-    def _offsets(self, keys: Sequence[int]) -> list[int] | None:
-        """Scan positions of row ids (for `take`, the fastest fetch), or None if not loaded."""
-        if self._matrix is None or self._chunks is None or self._matrix[0] != self._ds()[0]:
+    def _offsets(self, keys: Sequence[int], version: int) -> list[int] | None:
+        """Scan positions in table ``version`` of row ids (for `take`, the fastest fetch), or None
+        if that version's vectors are not loaded. Positions are only meaningful within one
+        version: the caller must `take` from the same snapshot."""
+        matrix = self._matrix  # one read: another thread may replace it meanwhile
+        if matrix is None or self._chunks is None or matrix[0] != version:
             return None
-        if self._row_order is None or self._row_order[0] != self._matrix[0]:
-            order = np.argsort(self._matrix[2], kind="stable")
-            self._row_order = (self._matrix[0], self._matrix[2][order], order)
-        _, sorted_ids, order = self._row_order
+        row_order = self._row_order
+        if row_order is None or row_order[0] != version:
+            order = np.argsort(matrix[2], kind="stable")
+            row_order = self._row_order = (version, matrix[2][order], order)
+        _, sorted_ids, order = row_order
         wanted = np.asarray(keys, dtype=sorted_ids.dtype)
         pos = np.searchsorted(sorted_ids, wanted)
         pos[pos >= len(sorted_ids)] = 0
@@ -383,19 +399,25 @@ class LanceStore:
             return None
         return order[pos].tolist()
 
-    def _rows_matching(self, where: str) -> np.ndarray:
-        """Row ids matching a filter (a few recent filters cached per table version)."""
-        key = (self._ds()[0], where)
-        if key not in self._where_rows:
-            t = self._ds()[1].to_table(columns=[], filter=where, with_row_id=True)
-            self._where_rows[key] = np.sort(t.column("_rowid").to_numpy())
+    def _rows_matching(self, where: str, snapshot: tuple[int, object]) -> np.ndarray:
+        """Row ids of a table version matching a filter (a few recent filters cached per version)."""
+        key = (snapshot[0], where)
+        with self._epoch_lock:
+            rows = self._where_rows.get(key)
+            if rows is not None:
+                self._where_rows.move_to_end(key)
+                return rows
+        t = snapshot[1].to_table(columns=[], filter=where, with_row_id=True)
+        rows = np.sort(t.column("_rowid").to_numpy())
+        with self._epoch_lock:
+            self._where_rows[key] = rows
             while len(self._where_rows) > 64:
                 self._where_rows.popitem(last=False)
-        self._where_rows.move_to_end(key)
-        return self._where_rows[key]
+        return rows
 
-    def _dense_in_memory(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[Candidate]:
-        matrix, row_ids, doc_ids = self._vectors()
+    def _dense_in_memory(self, vector: np.ndarray, k: int, snapshot: tuple[int, object],
+                         allowed: np.ndarray | None = None) -> list[Candidate]:
+        matrix, row_ids, doc_ids = self._vectors(snapshot)
         if not len(matrix):
             return []
         norm = float(np.linalg.norm(vector))
@@ -425,13 +447,26 @@ class LanceStore:
         """Full chunks (text and provenance) for candidate row ids."""
         if self._chunks is None or not keys:
             return {}
-        offsets = self._offsets(keys)
-        ds = self._ds()[1]
+        version, ds = self._ds()  # one snapshot for the whole fetch
+        offsets = self._offsets(keys, version)
         if offsets is not None:
             rows = ds.take(offsets, columns=CHUNK_COLUMNS).to_pylist()
             return {k: _row_to_chunk(r) for k, r in zip(keys, rows)}
+        found = self._by_row_id(ds, keys)
+        if len(found) < len(keys):  # candidates from an older snapshot whose rows were replaced since
+            with self._epoch_lock:
+                older = [d for v, d in reversed(self._snapshots.items()) if v != version]
+            for old in older:
+                missing = [k for k in keys if k not in found]
+                if not missing:
+                    break
+                found.update(self._by_row_id(old, missing))
+        return found
+
+    @staticmethod
+    def _by_row_id(ds, keys: Sequence[int]) -> dict[int, Chunk]:
         t = ds.to_table(columns=CHUNK_COLUMNS, with_row_id=True,
-                                             filter=f"_rowid IN ({', '.join(str(int(k)) for k in keys)})")
+                        filter=f"_rowid IN ({', '.join(str(int(k)) for k in keys)})")
         return {r["_rowid"]: _row_to_chunk(r) for r in t.to_pylist()}
 
     def _hits(self, cands: list[Candidate], mode: str) -> list[Hit]:
