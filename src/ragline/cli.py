@@ -450,6 +450,51 @@ def eval_beir(
     _run(go)
 
 
+def _run_configs(path: Path, split: str, max_queries: int | None, max_docs: int | None, configs: list,
+                 home: Path, index_dir: Path | None, output: Path | None, show: bool) -> dict:
+    """Load (a slice of) a BEIR folder and run configurations on it, with progress bars (eval run, tune)."""
+    from ragline.evaluate.beir import dataset_fingerprint, load_beir, slice_corpus
+    from ragline.evaluate.experiments import run_experiment
+
+    if max_docs is not None and max_docs < 0:
+        raise UserError(f"--max-docs must be 0 or more, not {max_docs}")
+    if max_queries is not None and max_queries < 1:
+        raise UserError(f"--max-queries must be 1 or more, not {max_queries}")
+    ds = load_beir(path, split)
+    meta = {"dataset": str(path), "split": split, "dataset_fingerprint": dataset_fingerprint(path, split),
+            "corpus_documents": ds.n_docs, "max_queries": max_queries, "max_docs": max_docs}
+    if max_queries:
+        ds.queries = dict(list(ds.queries.items())[:max_queries])
+        ds.qrels = {q: ds.qrels[q] for q in ds.queries}
+    if max_docs is not None:
+        ds = slice_corpus(ds, max_docs)
+    if output:  # fail before the long run, not after it
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+    tmp = tempfile.TemporaryDirectory(prefix="ragline-run-") if index_dir is None else None
+    try:
+        with _progress(show) as progress:
+            tasks: dict[str, Any] = {}
+
+            def on_event(kind: str, d: dict) -> None:
+                if kind == "index-start":
+                    tasks["index"] = progress.add_task(f"indexing for {d['config']}", total=d["documents"], rate="")
+                elif kind == "index-progress":
+                    progress.update(tasks["index"], completed=d["done"], rate=f"{d['chunks']} chunks")
+                elif kind == "query-start":
+                    tasks[d["config"]] = progress.add_task(f"{d['config']} ({d['mode']})", total=d["queries"], rate="")
+                elif kind == "query-progress":
+                    progress.update(tasks[d["config"]], completed=d["done"])
+
+            return run_experiment(ds, configs, home=home, index_root=Path(tmp.name if tmp else index_dir),
+                                  meta=meta, on_event=on_event)
+    finally:
+        if tmp:
+            tmp.cleanup()
+
+
 @eval_app.command("run")
 def eval_run(
     path: Path = typer.Argument(..., help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv"),
@@ -471,54 +516,15 @@ def eval_run(
     indexes, into one results file (render it with `ragline eval report`)."""
 
     def go() -> None:
-        from ragline.evaluate.beir import dataset_fingerprint, load_beir, slice_corpus
-        from ragline.evaluate.experiments import ExperimentError, load_configs, run_experiment
+        from ragline.evaluate.experiments import ExperimentError, load_configs
 
-        if max_docs is not None and max_docs < 0:
-            raise UserError(f"--max-docs must be 0 or more, not {max_docs}")
-        if max_queries is not None and max_queries < 1:
-            raise UserError(f"--max-queries must be 1 or more, not {max_queries}")
         where_home = Path(home or ".ragline")
         try:
             configs = load_configs(list(config or []), where_home)
         except ExperimentError as exc:
             raise UserError(str(exc)) from None
-        ds = load_beir(path, split)
-        meta = {"dataset": str(path), "split": split, "dataset_fingerprint": dataset_fingerprint(path, split),
-                "corpus_documents": ds.n_docs, "max_queries": max_queries, "max_docs": max_docs}
-        if max_queries:
-            ds.queries = dict(list(ds.queries.items())[:max_queries])
-            ds.qrels = {q: ds.qrels[q] for q in ds.queries}
-        if max_docs is not None:
-            ds = slice_corpus(ds, max_docs)
-        if output:  # fail before the long run, not after it
-            try:
-                output.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
-        tmp = tempfile.TemporaryDirectory(prefix="ragline-run-") if index_dir is None else None
-        show = not as_json and err.is_terminal
-        try:
-            with _progress(show) as progress:
-                tasks: dict[str, Any] = {}
-
-                def on_event(kind: str, d: dict) -> None:
-                    if kind == "index-start":
-                        tasks["index"] = progress.add_task(f"indexing for {d['config']}", total=d["documents"],
-                                                           rate="")
-                    elif kind == "index-progress":
-                        progress.update(tasks["index"], completed=d["done"], rate=f"{d['chunks']} chunks")
-                    elif kind == "query-start":
-                        tasks[d["config"]] = progress.add_task(f"{d['config']} ({d['mode']})", total=d["queries"],
-                                                               rate="")
-                    elif kind == "query-progress":
-                        progress.update(tasks[d["config"]], completed=d["done"])
-
-                data = run_experiment(ds, configs, home=where_home,
-                                      index_root=Path(tmp.name if tmp else index_dir), meta=meta, on_event=on_event)
-        finally:
-            if tmp:
-                tmp.cleanup()
+        data = _run_configs(path, split, max_queries, max_docs, configs, where_home, index_dir, output,
+                            show=not as_json and err.is_terminal)
         if output:
             try:
                 output.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -754,6 +760,112 @@ def eval_gate(
                 out.print(f"gate failed: {len(result.failures())} problem(s)")
         if not result.passed:
             raise typer.Exit(1)
+
+    _run(go)
+
+
+# ------------------------------------------------------------------------------------------ tune
+@app.command()
+def tune(
+    path: Path = typer.Argument(..., help="labelled BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv"),
+    space: Optional[list[str]] = typer.Option(None, "--space", "-s",
+                                              help="a dimension, repeatable: section.key=v1,v2,... "
+                                                   "[default: chunk size/overlap, mode, fusion, dense weight]"),
+    metric: str = typer.Option("ndcg@10", help="what to maximise"),
+    max_latency_ms: Optional[float] = typer.Option(None, help="choose only among configurations with p50 "
+                                                              "search latency at most this"),
+    tolerance: float = typer.Option(0.002, help="quality within this of the best counts as best; the fastest wins"),
+    holdout: float = typer.Option(0.3, min=0.0, max=0.9, help="share of queries held out to score the choice"),
+    split: str = typer.Option("test", help="qrels split file name"),
+    max_queries: Optional[int] = typer.Option(None, help="use only the first N queries"),
+    max_docs: Optional[int] = typer.Option(None, help="index only judged documents plus N others (a fast slice)"),
+    max_configs: int = typer.Option(200, help="refuse a space larger than this"),
+    index_dir: Optional[Path] = typer.Option(None, help="keep indexes here and reuse them in later runs"),
+    write: Optional[Path] = typer.Option(None, "--write", help="write the chosen configuration (TOML) here, "
+                                                               "e.g. .ragline/config.toml"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the run and the analysis (JSON)"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search settings on a labelled set: quality vs latency Pareto front, and the chosen configuration."""
+
+    def go() -> None:
+        from ragline.evaluate.experiments import ExperimentError
+        from ragline.evaluate.tune import analyse, chosen_toml, expand, parse_space
+
+        where_home = Path(home or ".ragline")
+        try:
+            configs = expand(parse_space(list(space or [])), where_home, max_configs)
+        except ExperimentError as exc:
+            raise UserError(str(exc)) from None
+        if write and write.exists() and write.is_dir():
+            raise UserError(f"--write {write} is a directory; give a file such as {write / 'config.toml'}")
+        if not as_json:
+            err.print(f"tune: {len(configs)} configurations")
+        data = _run_configs(path, split, max_queries, max_docs, configs, where_home, index_dir, output,
+                            show=not as_json and err.is_terminal)
+        try:
+            analysis = analyse(data, metric, holdout, max_latency_ms, tolerance)
+        except ExperimentError as exc:
+            raise UserError(str(exc)) from None
+        data["tune"] = analysis
+        if output:
+            output.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        written = None
+        if write and analysis["chosen"]:
+            write.parent.mkdir(parents=True, exist_ok=True)
+            write.write_text(chosen_toml(analysis, data), encoding="utf-8")
+            written = str(write)
+        if as_json:
+            _emit_json({**analysis, "written": written, "documents": data["documents"]})
+            return
+        q = analysis["queries"]
+        t = Table(title=f"{path.name}: {metric} on {q['tune']} tuning / {q['holdout']} held-out queries; "
+                        f"p50 ms per search ({data['documents']} documents)")
+        for col in ("configuration", "tune", "held out", "p50 ms", "Pareto", "chosen"):
+            t.add_column(col, justify="left" if col == "configuration" else "right", no_wrap=col != "configuration")
+        for r in analysis["configs"]:
+            fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+            t.add_row(Text(r["name"]), fmt(r["tune"]), fmt(r["holdout"]), f"{r['latency_ms']:.1f}",
+                      "yes" if r["pareto"] else "", "<-" if r["name"] == analysis["chosen"] else "")
+        _print_table(t)
+        out.print("Pareto front (fastest first): " + " | ".join(analysis["pareto"]), markup=False)
+        if analysis["chosen"] is None:
+            out.print(f"no configuration has p50 <= {max_latency_ms} ms: nothing chosen", markup=False)
+        else:
+            out.print(f"chosen: {analysis['chosen']}" + (f"; written to {written}" if written else
+                                                          "; --write FILE saves it"), markup=False)
+        out.print("latencies are this machine's, under its current load; compare them within one run", markup=False)
+
+    _run(go)
+
+
+# ----------------------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="address to listen on [default: 127.0.0.1]"),
+    port: Optional[int] = typer.Option(None, help="port [default: 8321]"),
+    home: Optional[Path] = HomeOpt,
+) -> None:
+    """Serve the HTTP API (/v1, OpenAPI at /openapi.json) and the web UI (/); see docs/serve.md."""
+
+    def go() -> None:
+        import logging
+
+        import uvicorn
+
+        from ragline.serve.api import create_app
+
+        settings = _settings(home, {"serve": {"host": host, "port": port}})
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        application = create_app(settings)
+        server = application.state.server
+        sv = settings.serve
+        err.print(f"ragline serving on http://{sv.host}:{sv.port}/  (API under /v1, docs at /docs)")
+        if server.admin_key_file is not None:
+            err.print(f"admin key: in {server.admin_key_file} (set RAGLINE_SERVE__ADMIN_KEY to choose one)")
+        uvicorn.run(application, host=sv.host, port=sv.port, log_level="info", access_log=False,
+                    timeout_graceful_shutdown=10)
 
     _run(go)
 
