@@ -275,3 +275,31 @@ def test_oversized_requests_and_files(strict_server):
     job = s.wait_job(c, "big", "docs", r.json()["job"]["id"])
     assert [e["file"] for e in job["errors"]] == ["mid.txt"] and "limit" in job["errors"][0]["reason"]
     assert [d["name"] for d in c.get(base("big") + "/documents").json()["documents"]] == ["small.txt"]
+
+
+def test_admin_registers_a_server_side_folder(server, tenant_name, tmp_path):
+    folder = tmp_path / "shared-drive"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "owls.md").write_text("# Owls\n\nBarn owls hunt at night over open fields.\n")
+    (folder / "sub" / "bats.txt").write_text("Bats navigate by echolocation.\n")
+    (folder / "skip.bin").write_bytes(b"\x00\x01")
+    server.tenant(tenant_name)
+    server.collection(tenant_name, "docs")
+    admin = server.admin()
+    r = admin.post(base(tenant_name) + "/documents/register", json={"paths": [str(folder)], "acl": ["group:zoo"]})
+    assert r.status_code == 202, r.text
+    job = server.wait_job(admin, tenant_name, "docs", r.json()["job"]["id"])
+    assert job["status"] == "succeeded" and len(job["documents"]) == 2
+    docs = admin.get(base(tenant_name) + "/documents").json()["documents"]
+    assert sorted(d["name"] for d in docs) == sorted([str(folder / "owls.md"), str(folder / "sub" / "bats.txt")])
+    assert all(d["acl"] == ["group:zoo"] for d in docs)
+    zoo = server.client(server.key(tenant_name, "group:zoo"))
+    other = server.client(server.key(tenant_name, "group:farm"))
+    assert zoo.post(base(tenant_name) + "/query", json={"query": "echolocation"}).json()["hits"]
+    assert other.post(base(tenant_name) + "/query", json={"query": "echolocation"}).json()["hits"] == []
+    # deleting a registered document leaves the server's own file alone
+    bats = next(d for d in docs if d["name"].endswith("bats.txt"))
+    assert zoo.delete(base(tenant_name) + f"/documents/{bats['id']}").status_code == 200
+    assert (folder / "sub" / "bats.txt").exists()
+    r = admin.post(base(tenant_name) + "/documents/register", json={"paths": [str(tmp_path / "absent")]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "no_files"
