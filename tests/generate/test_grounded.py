@@ -50,3 +50,17 @@ def test_prompt_numbers_sources_with_their_provenance():
     assert msgs[0]["role"] == "system" and "[n]" in msgs[0]["content"]
     assert "[1] /docs/0.md (Guide > Part 0)\ntext zero" in msgs[1]["content"]
     assert msgs[1]["content"].rstrip().endswith("Question: Why?\nAnswer:")
+
+
+def test_a_citation_points_at_the_sentence_its_claim_rests_on():
+    text = ("Kettles are common in kitchens. At altitude the air pressure is lower, so water boils "
+            "below 100 degrees. Tea tastes different there.")
+    h = Hit(Chunk(id="c", doc_id="d", source="/docs/k.md", text=text, start=500, end=500 + len(text), ordinal=0), 1.0)
+    clean, cites, _ = validate_citations("Water boils below 100 degrees at altitude because the pressure is lower [1].",
+                                         [h])
+    c = cites[0]
+    assert c.snippet == "At altitude the air pressure is lower, so water boils below 100 degrees."
+    assert (c.start, c.end) == (500 + text.index("At altitude"), 500 + text.index(" Tea"))
+    # a claim sharing no word with the source cites the chunk's opening, with no made-up span
+    _, cites, _ = validate_citations("Something else entirely [1].", [h])
+    assert cites[0].snippet == text[:300] and cites[0].start is None

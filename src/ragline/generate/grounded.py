@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from ragline.generate.llm import ChatClient
+from ragline.text import content_words, sentence_spans
 from ragline.types import Answer, Citation, Hit
 
 PROMPT_VERSION = "grounded-v1"
@@ -86,8 +87,35 @@ def validate_citations(text: str, hits: Sequence[Hit]) -> tuple[str, tuple[Citat
         return "[" + ", ".join(map(str, good)) + "]" if good else ""
 
     clean = _CITE.sub(fix, text).strip()
-    citations = tuple(Citation(n, hits[n - 1].chunk, hits[n - 1].chunk.text[:300]) for n in cited)
+    citations = tuple(_passage(n, hits[n - 1], _claims(clean, n)) for n in cited)
     return clean, citations, invalid
+
+
+def _claims(text: str, n: int) -> list[str]:
+    """The answer's sentences that cite source ``n``."""
+    out = []
+    for a, b in sentence_spans(text):
+        sentence = text[a:b]
+        if any(str(n) in [p.strip() for p in m.group(1).split(",")] for m in _CITE.finditer(sentence)):
+            out.append(_CITE.sub("", sentence))
+    return out
+
+
+def _passage(n: int, hit: Hit, claims: list[str]) -> Citation:
+    """The citation of source ``n``: the sentence of its chunk sharing the most content words with
+    the answer's sentences that cite it, located in the document; the chunk's opening when no
+    sentence shares a word (the model cited without quoting)."""
+    chunk = hit.chunk
+    want = content_words(" ".join(claims))
+    best, best_score = None, 0
+    for a, b in sentence_spans(chunk.text):
+        score = len(want & content_words(chunk.text[a:b]))
+        if score > best_score:
+            best, best_score = (a, b), score
+    if best is None:
+        return Citation(n, chunk, chunk.text[:300])
+    a, b = best
+    return Citation(n, chunk, chunk.text[a:b], start=chunk.start + a, end=chunk.start + b)
 
 
 class GroundedGenerator:
