@@ -34,12 +34,12 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Iterator, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+from machine import cpu_model, version  # noqa: E402  (bench/machine.py)
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("dense", "sparse", "hybrid")
@@ -117,24 +117,6 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-# ------------------------------------------------------------------------------------ dataset
 def make_dataset(path: Path, limit_docs: int | None, limit_queries: int | None):
     from ragline.evaluate.beir import BeirDataset, load_beir
 

@@ -54,12 +54,12 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from machine import cpu_model, version  # noqa: E402  (bench/machine.py)
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "rl_admin_bench-serve-load"
@@ -79,23 +79,6 @@ def pct(values: Sequence[float], q: float) -> float:
     from ragline.evaluate.metrics import percentile
 
     return percentile(values, q)
-
-
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def marker(kind: str, i: int) -> str:
