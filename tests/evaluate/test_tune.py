@@ -81,7 +81,10 @@ def test_analyse_scores_tuning_and_held_out_queries_apart():
     best = max(rows.values(), key=lambda r: (r["tune"], -r["latency_ms"]))
     assert out["chosen"] == best["name"]
     toml = tomllib.loads(chosen_toml(out, res))
-    assert toml == {"retrieve": {"mode": out["chosen"]}}
+    assert toml == ({} if out["chosen"] == "hybrid" else {"retrieve": {"mode": out["chosen"]}})  # defaults left out
+    res["configs"]["dense"]["overrides"] = {"retrieve": {"mode": "dense", "fusion": "minmax"}}  # fusion: the default
+    out["chosen"] = "dense"
+    assert tomllib.loads(chosen_toml(out, res)) == {"retrieve": {"mode": "dense"}}
     with pytest.raises(ExperimentError, match="unknown metric"):
         analyse(res, "ndcg@11", 0.5, None, 0.0)
 

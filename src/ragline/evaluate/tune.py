@@ -189,10 +189,16 @@ def chosen_toml(analysis: dict[str, Any], result: dict[str, Any]) -> str:
              f"# {analysis['metric']}: {row['tune']} on {analysis['queries']['tune']} tuning queries, "
              f"{row['holdout']} held out ({analysis['queries']['holdout']}); "
              f"{analysis['latency']} latency {row['latency_ms']} ms", f"# configuration: {name}"]
+    from ragline.config import Settings
+
     for section, values in sorted(row["overrides"].items()):
-        lines.append(f"\n[{section}]")
-        for k, v in values.items():
-            lines.append(f"{k} = {_toml_value(v)}")
+        defaults = Settings.model_fields[section].annotation().model_dump()  # type: ignore[misc, union-attr]
+        changed = {k: v for k, v in values.items() if defaults.get(k) != v}
+        if changed:
+            lines.append(f"\n[{section}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in changed.items()]
+    if len(lines) == 3:
+        lines.append("# (the defaults: nothing to set)")
     return "\n".join(lines) + "\n"
 
 
