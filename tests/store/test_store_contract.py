@@ -473,6 +473,13 @@ class StoreContract:
         assert doc_ids(store.sparse("ordinary", 10)) == {"keep"}  # the survivor is still searchable
 
 
+    def test_sparse_takes_any_user_text(self, three_docs):
+        store, _, _ = three_docs
+        for q in ('"apples grow"', '"unbalanced apples', "apples AND cider", "(apples)", "apples^2", "a:b", "\\", "?"):
+            hits = store.sparse(q, 5)  # never an error
+            assert doc_ids(hits) <= {"a"}, q
+        assert doc_ids(store.sparse('"apples grow"', 5)) == {"a"}
+
     @pytest.mark.slow
     def test_reads_racing_writes_never_cross_an_acl_or_a_document(self, open_store):
         """Readers under an ACL while a writer replaces, re-permissions and compacts documents:

@@ -434,6 +434,9 @@ class LanceStore:
         return [Candidate(int(row_ids[i]), doc_ids[i], float(scores[i])) for i in top]
 
     def sparse_candidates(self, query: str, k: int, where: str | None = None) -> list[Candidate]:
+        # BM25 over words: a quoted span would be a phrase query, which needs word positions the
+        # index does not keep (and failed with an error); its words are searched as words
+        query = query.replace('"', " ")
         if self._chunks is None or not query.strip() or k <= 0:
             return []
         q = self._chunks.search(query, query_type="fts", fts_columns="search_text") \
