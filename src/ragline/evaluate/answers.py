@@ -23,6 +23,10 @@ class AnswerGenerator(Protocol):
 
 
 class AnswerJudge(Protocol):
+    """``judge(answer, contexts)``. A judge with ``reference_metrics = True`` (the LLM judge) is also given
+    ``question=`` and ``reference=`` (the item's reference answer, None for unanswerable items) and
+    reports answer relevance, context recall, unparsed verdicts and token usage."""
+
     label: str
 
     def judge(self, answer: Answer, contexts: Sequence[str]) -> AnswerJudgement: ...
@@ -30,6 +34,7 @@ class AnswerJudge(Protocol):
 
 ANSWER_METRICS = ("faithfulness", "hallucination_rate", "citation_accuracy", "context_precision",
                   "abstention_rate", "correct_abstention_rate", "wrong_abstention_rate")
+REFERENCE_METRICS = ("answer_relevance", "context_recall")  # only from judges with reference_metrics
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,11 @@ class ItemRecord:
             "judgement": {
                 "judge": j.judge, "faithfulness": j.faithfulness, "hallucinated": j.hallucinated,
                 "citation_accuracy": j.citation_accuracy, "context_precision": j.context_precision,
-                "abstained": j.abstained,
+                "abstained": j.abstained, "answer_relevance": j.answer_relevance,
+                "context_recall": j.context_recall, "unparsed": j.unparsed, "usage": j.usage,
                 "statements": [{"text": s.text, "support": s.support.score, "supported": s.supported,
                                 "cited": list(s.cited), "citation_supported": s.citation_supported,
-                                "best_sentence": s.support.best_sentence} for s in j.statements],
+                                "best_sentence": s.support.best_sentence, "note": s.note} for s in j.statements],
             },
         }
 
@@ -75,6 +81,7 @@ class AnswersResult:
     retrieval: dict[str, float] | None  # recall@k, mrr@k, ndcg@k means; None when no item has relevant_ids
     latency_ms: dict[str, float]  # p50, p95 of retrieval + answer per question
     items: list[ItemRecord] = field(default_factory=list)
+    usage: dict[str, Any] | None = None  # the judge's LLM tokens and cost; None for judges without an LLM
 
 
 def matches(relevant_id: str, doc_id: str, source: str) -> bool:
@@ -127,7 +134,12 @@ def evaluate_answers(items: Sequence[QAItem], retriever: Retriever, generator: A
         hits = retriever.search(req)
         answer = generator.answer(item.question, hits)
         latency = (time.perf_counter() - t) * 1000
-        judgement = judge.judge(answer, [h.chunk.text for h in hits])
+        contexts = [h.chunk.text for h in hits]
+        if getattr(judge, "reference_metrics", False):
+            judgement = judge.judge(answer, contexts, question=item.question,  # type: ignore[call-arg]
+                                    reference=item.answer if item.answerable else None)
+        else:
+            judgement = judge.judge(answer, contexts)
         docs = ranked_documents(hits)
         records.append(ItemRecord(
             id=item.id, question=item.question, answerable=item.answerable, answer=answer.text,
@@ -138,17 +150,23 @@ def evaluate_answers(items: Sequence[QAItem], retriever: Retriever, generator: A
         ))
         if progress:
             progress(i + 1)
-    return summarise(records, judge.label, k, request_mode or retriever.settings.mode, filter)
+    return summarise(records, judge.label, k, request_mode or retriever.settings.mode, filter,
+                     reference_metrics=bool(getattr(judge, "reference_metrics", False)))
 
 
-def summarise(records: list[ItemRecord], judge_label: str, k: int, mode: str, filter: str | None) -> AnswersResult:
+def summarise(records: list[ItemRecord], judge_label: str, k: int, mode: str, filter: str | None,
+              reference_metrics: bool = False) -> AnswersResult:
+    """Means over the items. Faithfulness and hallucination leave out answers whose every statement
+    verdict was unparsed (LLM judge); ``reference_metrics`` adds REFERENCE_METRICS and the count of
+    unparsed verdicts."""
     answered = [r for r in records if not r.judgement.abstained]
     unanswerable = [r for r in records if not r.answerable]
     answerable = [r for r in records if r.answerable]
     n = len(records)
     metrics: dict[str, float | None] = {
-        "faithfulness": _mean([r.judgement.faithfulness for r in answered]),
-        "hallucination_rate": _mean([float(r.judgement.hallucinated) for r in answered]),
+        "faithfulness": _mean([r.judgement.faithfulness for r in answered if r.judgement.faithfulness is not None]),
+        "hallucination_rate": _mean([float(r.judgement.hallucinated) for r in answered
+                                     if r.judgement.hallucinated is not None]),
         "citation_accuracy": _mean([r.judgement.citation_accuracy for r in answered
                                     if r.judgement.citation_accuracy is not None]),
         "context_precision": _mean([r.judgement.context_precision for r in answered
@@ -164,5 +182,30 @@ def summarise(records: list[ItemRecord], judge_label: str, k: int, mode: str, fi
     lat = [r.latency_ms for r in records]
     counts = {"items": n, "answered": len(answered), "abstained": n - len(answered),
               "answerable": len(answerable), "unanswerable": len(unanswerable), "with_relevant_ids": len(with_rel)}
+    if reference_metrics:
+        metrics["answer_relevance"] = _mean([r.judgement.answer_relevance for r in answered
+                                             if r.judgement.answer_relevance is not None])
+        metrics["context_recall"] = _mean([r.judgement.context_recall for r in records
+                                           if r.judgement.context_recall is not None])
+        counts["unparsed_verdicts"] = sum(r.judgement.unparsed for r in records)
+    usages = [r.judgement.usage for r in records if r.judgement.usage is not None]
     return AnswersResult(judge_label, k, mode, filter, metrics, counts, retrieval,
-                         {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, records)
+                         {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, records,
+                         usage=total_usage(usages, n) if usages else None)
+
+
+def total_usage(usages: Sequence[dict[str, Any]], n_items: int) -> dict[str, Any]:
+    """Sum per-item LLM usage (``calls``, ``prompt_tokens``, ``completion_tokens``, ``cost``) and give
+    per-query means. A total is None when some item lacks it (the endpoint sent no ``usage``, or no
+    price is set), so an unknown is never reported as 0."""
+
+    def total(key: str) -> float | int | None:
+        values = [u.get(key) for u in usages]
+        return None if len(usages) < n_items or any(v is None for v in values) else sum(values)  # type: ignore[misc]
+
+    out: dict[str, Any] = {"calls": sum(u.get("calls", 0) for u in usages)}
+    for key in ("prompt_tokens", "completion_tokens", "cost"):
+        t = total(key)
+        out[key] = t
+        out[f"{key}_per_query"] = None if t is None or not n_items else t / n_items
+    return out

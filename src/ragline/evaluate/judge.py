@@ -47,20 +47,26 @@ class SupportScore:
 class StatementJudgement:
     text: str
     support: SupportScore
-    supported: bool
+    supported: bool | None  # None: an LLM judge's verdict on it could not be parsed
     cited: tuple[int, ...]  # citation numbers marked on the statement
-    citation_supported: bool | None  # None when the statement cites nothing
+    citation_supported: bool | None  # None when the statement cites nothing (or its verdict is unparsed)
+    note: str | None = None  # an LLM judge's reason, or why its verdict was not usable
 
 
 @dataclass(frozen=True)
 class AnswerJudgement:
-    judge: str  # OfflineJudge.label
-    faithfulness: float
-    hallucinated: bool
+    judge: str  # the judge's label (OfflineJudge.label, LLMJudge.label)
+    faithfulness: float | None  # None only when an LLM judge parsed no verdict for any statement
+    hallucinated: bool | None
     citation_accuracy: float | None  # None when no statement cites a source
     context_precision: float | None  # None when there are no contexts or no statements
     abstained: bool
     statements: tuple[StatementJudgement, ...]
+    # measured against the item's reference answer by judges that can (the LLM judge); else None
+    answer_relevance: float | None = None
+    context_recall: float | None = None
+    unparsed: int = 0  # LLM judge: verdicts that could not be parsed (left out of every number)
+    usage: dict | None = None  # LLM judge: calls, prompt/completion tokens, estimated cost
 
 
 def _stem(word: str) -> str:

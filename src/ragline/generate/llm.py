@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Iterator
 
 import httpx
@@ -10,6 +11,21 @@ import httpx
 
 class LLMError(Exception):
     """The LLM endpoint failed; the message carries its status and reason."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One non-streamed reply: its text and the endpoint's ``usage`` token counts (None when absent)."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+def _count(usage: object, key: str) -> int | None:
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class ChatClient:
@@ -33,17 +49,30 @@ class ChatClient:
         return LLMError(f"LLM endpoint {self.base_url} answered {resp.status_code}: {str(detail)[:300]}")
 
     def complete(self, messages: list[dict], max_tokens: int = 512, temperature: float = 0.1) -> str:
+        return self.chat(messages, max_tokens, temperature).text
+
+    def chat(self, messages: list[dict], max_tokens: int = 512, temperature: float = 0.1,
+             response_format: dict | None = None) -> Completion:
+        """A non-streamed reply with the endpoint's token usage. ``response_format`` (e.g.
+        ``{"type": "json_object"}``) is passed through when given."""
+        body = self._body(messages, max_tokens, temperature, False)
+        if response_format is not None:
+            body["response_format"] = response_format
         try:
-            resp = self._http.post(f"{self.base_url}/chat/completions",
-                                   json=self._body(messages, max_tokens, temperature, False))
+            resp = self._http.post(f"{self.base_url}/chat/completions", json=body)
         except httpx.HTTPError as exc:
             raise LLMError(f"LLM endpoint {self.base_url} unreachable: {exc}") from None
         if resp.status_code != 200:
             raise self._fail(resp)
         try:
-            return resp.json()["choices"][0]["message"]["content"] or ""
+            data = resp.json()
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError):
             raise LLMError(f"LLM endpoint {self.base_url} returned an unexpected body: {resp.text[:300]}") from None
+        usage = data.get("usage")
+        return Completion(text, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"),
+                          choice.get("finish_reason") if isinstance(choice, dict) else None)
 
     def stream(self, messages: list[dict], max_tokens: int = 512, temperature: float = 0.1) -> Iterator[str]:
         """Yield content deltas as the server streams them (server-sent events)."""
