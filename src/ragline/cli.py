@@ -622,6 +622,10 @@ def eval_answers(
     mode: Optional[str] = typer.Option(None, help="hybrid | dense | sparse"),
     filter: Optional[str] = typer.Option(None, "--filter", help="restrict sources, see docs/filters.md"),
     max_items: Optional[int] = typer.Option(None, "--max-items", help="evaluate only the first N questions"),
+    judge_name: str = typer.Option("offline", "--judge", help="offline (embedding model, no LLM) | llm (the "
+                                                              "configured llm endpoint, versioned prompts)"),
+    answerer: str = typer.Option("auto", "--answerer", help="auto (the LLM when llm.base_url is set, else "
+                                                             "extractive) | extractive | llm"),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="also write the JSON result, with per-item answers and judgements"),
     home: Optional[Path] = HomeOpt,
@@ -637,6 +641,10 @@ def eval_answers(
 
         if mode and mode not in ("hybrid", "dense", "sparse"):
             raise UserError(f"--mode must be hybrid, dense or sparse, not '{mode}'")
+        if judge_name not in ("offline", "llm"):
+            raise UserError(f"--judge must be offline or llm, not '{judge_name}'")
+        if answerer not in ("auto", "extractive", "llm"):
+            raise UserError(f"--answerer must be auto, extractive or llm, not '{answerer}'")
         if k < 1:
             raise UserError(f"-k must be 1 or more, not {k}")
         if max_items is not None and max_items < 1:
@@ -646,10 +654,29 @@ def eval_answers(
             items = items[:max_items]
         if not items:
             raise UserError(f"{path}: no questions")
-        engine = _engine(_settings(home))
+        settings = _settings(home)
+        llm = settings.llm
+        if (judge_name == "llm" or answerer == "llm") and not llm.base_url:
+            raise UserError(f"--{'judge' if judge_name == 'llm' else 'answerer'} llm needs an LLM endpoint: set "
+                            "llm.base_url in config.toml or RAGLINE_LLM__BASE_URL=http://host:port/v1")
+        engine = _engine(settings)
         _require_index(engine)
-        retriever, generator = engine.retriever, engine.generator()
-        judge = OfflineJudge(engine.embedder)
+        retriever = engine.retriever
+        if answerer == "extractive":
+            from ragline.generate.extractive import ExtractiveAnswerer
+
+            generator = ExtractiveAnswerer(engine.embedder)
+        else:
+            generator = engine.generator()
+        judge: Any = OfflineJudge(engine.embedder)
+        if judge_name == "llm":
+            from ragline.evaluate.llm_judge import LLMJudge
+            from ragline.generate.llm import ChatClient
+
+            judge = LLMJudge(ChatClient(llm.base_url, llm.model, llm.api_key, llm.timeout_s),
+                             context_window=llm.context_window, max_tokens=llm.max_tokens,
+                             count=engine.embedder.tokenizer.count, price_input_per_1k=llm.price_input_per_1k,
+                             price_output_per_1k=llm.price_output_per_1k)
         with _progress(not as_json and err.is_terminal) as progress:
             task = progress.add_task("answering", total=len(items), rate="")
             result = evaluate_answers(items, retriever, generator, judge, k=k, mode=mode, filter=filter,
@@ -659,7 +686,7 @@ def eval_answers(
             return None if v is None else round(v, 4)
 
         data: dict[str, Any] = {
-            "dataset": str(path), "judge": result.judge,
+            "dataset": str(path), "judge": result.judge, "judge_version": judge.version,
             "settings": {"k": k, "mode": result.mode, "filter": filter, "max_items": max_items,
                          "generator": getattr(generator, "name", type(generator).__name__),
                          "embedding_model": engine.embedder.model_id},
@@ -668,6 +695,9 @@ def eval_answers(
             "retrieval": None if result.retrieval is None else {n: r4(v) for n, v in result.retrieval.items()},
             "latency_ms_p50": round(result.latency_ms["p50"], 2), "latency_ms_p95": round(result.latency_ms["p95"], 2),
         }
+        if result.usage is not None:  # an LLM judge: its tokens, and cost where prices are set
+            data["judge_usage"] = {**result.usage, "price_input_per_1k": llm.price_input_per_1k or None,
+                                   "price_output_per_1k": llm.price_output_per_1k or None}
         if output:
             try:
                 output.parent.mkdir(parents=True, exist_ok=True)
@@ -689,6 +719,85 @@ def eval_answers(
         t.add_row("latency p95 ms", f"{data['latency_ms_p95']:.1f}")
         _print_table(t)
         out.print(f"judge: {result.judge}")
+        if "judge_usage" in data:
+            u = data["judge_usage"]
+
+            def tok(v: float | None) -> str:
+                return "unknown (the endpoint sent no usage)" if v is None else f"{v:.0f}"
+
+            cost = u["cost_per_query"]
+            out.print(f"judge LLM: {u['calls']} calls; per query {tok(u['prompt_tokens_per_query'])} prompt + "
+                      f"{tok(u['completion_tokens_per_query'])} completion tokens; cost per query "
+                      + ("unknown (set llm.price_input_per_1k / price_output_per_1k)" if cost is None
+                         else f"{cost:.6f}") + f"; unparsed verdicts {result.counts.get('unparsed_verdicts', 0)}")
+
+    _run(go)
+
+
+@eval_app.command("synth")
+def eval_synth(
+    output: Path = typer.Option(..., "--output", "-o", help="where to write the QA JSONL test set"),
+    n: int = typer.Option(50, "--n", help="items to generate (60% factoid, 20% multi-hop, 20% unanswerable)"),
+    seed: int = typer.Option(0, "--seed", help="random seed: the same seed and index give the same questions"),
+    generator: str = typer.Option("heuristic", "--generator", help="heuristic (offline) | llm (the configured "
+                                                                    "llm endpoint writes the questions)"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Generate a synthetic QA test set (factoid, multi-hop, unanswerable) from the indexed chunks, in the
+    format `ragline eval answers` reads, with provenance in every item."""
+
+    def go() -> None:
+        from ragline.evaluate.synth import GENERATORS, LLMWriter, SynthError, generate, read_chunks, write_jsonl
+
+        if generator not in GENERATORS:
+            raise UserError(f"--generator must be {' or '.join(GENERATORS)}, not '{generator}'")
+        if n < 1:
+            raise UserError(f"--n must be 1 or more, not {n}")
+        settings = _settings(home)
+        writer = None
+        if generator == "llm":
+            llm = settings.llm
+            if not llm.base_url:
+                raise UserError("--generator llm needs an LLM endpoint: set llm.base_url in config.toml or "
+                                "RAGLINE_LLM__BASE_URL=http://host:port/v1")
+            from ragline.generate.llm import ChatClient
+
+            writer = LLMWriter(ChatClient(llm.base_url, llm.model, llm.api_key, llm.timeout_s),
+                               max_tokens=min(llm.max_tokens, 512))
+        engine = _engine(settings)
+        _require_index(engine)
+        built = _read_json(engine.home / "index.json") or {}
+        extra = {"embedding_model": built.get("embedding_model", engine.settings.embed.model)}
+        if writer is not None:
+            extra["llm_model"] = writer.client.model
+        try:
+            result = generate(read_chunks(engine.store), n=n, seed=seed, generator=generator,
+                              embedder=engine.embedder, writer=writer, extra_provenance=extra)
+            write_jsonl(result.items, output)
+        except SynthError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:
+            raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+        summary = {**result.summary(), "output": str(output)}
+        if writer is not None:
+            from ragline.evaluate.llm_judge import estimate_cost
+
+            llm = settings.llm
+            summary["llm_usage"] = {"calls": writer.calls, "prompt_tokens": writer.prompt_tokens,
+                                    "completion_tokens": writer.completion_tokens,
+                                    "cost": estimate_cost(writer.prompt_tokens, writer.completion_tokens,
+                                                          llm.price_input_per_1k, llm.price_output_per_1k)}
+        if as_json:
+            _emit_json(summary)
+            return
+        by = ", ".join(f"{v} {k}" for k, v in result.by_type.items())
+        out.print(f"wrote {len(result.items)} items ({by}) to {output}", markup=False)
+        out.print(f"generator {result.generator}, seed {seed}, index {result.index_fingerprint}; "
+                  f"{result.duplicates_removed} duplicate(s) removed"
+                  + (f", {result.rejected} LLM proposal(s) rejected" if writer is not None else ""), markup=False)
+        for note in result.notes:
+            out.print(f"note: {note}", markup=False)
 
     _run(go)
 
