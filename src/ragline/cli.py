@@ -579,14 +579,7 @@ def eval_report(
     def go() -> None:
         from ragline.evaluate.report import ReportInputError, markdown, parse_results, render_html, summarise
 
-        try:
-            raw = json.loads(results.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UserError(f"cannot read results file {results}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise UserError(f"results file {results} is not UTF-8 text") from None
-        except ValueError as exc:
-            raise UserError(f"results file {results} is not valid JSON ({exc})") from None
+        raw = _read_json_file(results, "results")
         try:
             res = parse_results(raw, f"results file {results}")
             summary = summarise(res, tuple(compare) if compare else None, metric, resamples, seed)
@@ -802,18 +795,23 @@ def eval_synth(
     _run(go)
 
 
-def _load_result(path: Path, label: str) -> dict:
-    """Read one `ragline eval beir --output` file; any problem is a UserError naming the file."""
-    from ragline.evaluate.gate import GateInputError, validate
-
+def _read_json_file(path: Path, label: str) -> Any:
+    """A JSON file's content; a missing, unreadable, non-UTF-8 or invalid file is a UserError naming it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"cannot read {label} file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"{label} file {path} is not UTF-8 text") from None
     except ValueError as exc:
         raise UserError(f"{label} file {path} is not valid JSON ({exc})") from None
+
+
+def _load_result(path: Path, label: str) -> dict:
+    """Read one `ragline eval beir --output` file; any problem is a UserError naming the file."""
+    from ragline.evaluate.gate import GateInputError, validate
+
+    data = _read_json_file(path, label)
     try:
         validate(data, f"{label} file {path}")
     except GateInputError as exc:
