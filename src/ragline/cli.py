@@ -673,7 +673,8 @@ def eval_answers(
         with _progress(not as_json and err.is_terminal) as progress:
             task = progress.add_task("answering", total=len(items), rate="")
             result = evaluate_answers(items, retriever, generator, judge, k=k, mode=mode, filter=filter,
-                                      progress=lambda i: progress.update(task, completed=i))
+                                      progress=lambda i: progress.update(task, completed=i),
+                                      prices=(llm.price_input_per_1k, llm.price_output_per_1k))
 
         def r4(v: float | None) -> float | None:
             return None if v is None else round(v, 4)
@@ -688,9 +689,12 @@ def eval_answers(
             "retrieval": None if result.retrieval is None else {n: r4(v) for n, v in result.retrieval.items()},
             "latency_ms_p50": round(result.latency_ms["p50"], 2), "latency_ms_p95": round(result.latency_ms["p95"], 2),
         }
+        prices = {"price_input_per_1k": llm.price_input_per_1k or None,
+                  "price_output_per_1k": llm.price_output_per_1k or None}
         if result.usage is not None:  # an LLM judge: its tokens, and cost where prices are set
-            data["judge_usage"] = {**result.usage, "price_input_per_1k": llm.price_input_per_1k or None,
-                                   "price_output_per_1k": llm.price_output_per_1k or None}
+            data["judge_usage"] = {**result.usage, **prices}
+        if result.answer_usage is not None:  # an LLM answerer, likewise
+            data["answer_usage"] = {**result.answer_usage, **prices}
         if output:
             try:
                 output.parent.mkdir(parents=True, exist_ok=True)
@@ -712,17 +716,18 @@ def eval_answers(
         t.add_row("latency p95 ms", f"{data['latency_ms_p95']:.1f}")
         _print_table(t)
         out.print(f"judge: {result.judge}")
-        if "judge_usage" in data:
-            u = data["judge_usage"]
+        def tok(v: float | None) -> str:
+            return "unknown (the endpoint sent no usage)" if v is None else f"{v:.0f}"
 
-            def tok(v: float | None) -> str:
-                return "unknown (the endpoint sent no usage)" if v is None else f"{v:.0f}"
-
-            cost = u["cost_per_query"]
-            out.print(f"judge LLM: {u['calls']} calls; per query {tok(u['prompt_tokens_per_query'])} prompt + "
-                      f"{tok(u['completion_tokens_per_query'])} completion tokens; cost per query "
-                      + ("unknown (set llm.price_input_per_1k / price_output_per_1k)" if cost is None
-                         else f"{cost:.6f}") + f"; unparsed verdicts {result.counts.get('unparsed_verdicts', 0)}")
+        for key, who in (("answer_usage", "answering LLM"), ("judge_usage", "judge LLM")):
+            if key in data:
+                u = data[key]
+                cost = u["cost_per_query"]
+                extra = f"; unparsed verdicts {result.counts.get('unparsed_verdicts', 0)}" if key == "judge_usage" else ""
+                out.print(f"{who}: {u['calls']} calls; per query {tok(u['prompt_tokens_per_query'])} prompt + "
+                          f"{tok(u['completion_tokens_per_query'])} completion tokens; cost per query "
+                          + ("unknown (set llm.price_input_per_1k / price_output_per_1k)" if cost is None
+                             else f"{cost:.6f}") + extra)
 
     _run(go)
 

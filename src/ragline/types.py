@@ -120,3 +120,6 @@ class Answer:
     grounded: bool  # False when the sources do not contain an answer
     generator: str  # "extractive" or the LLM model name
     hits: tuple[Hit, ...] = ()
+    # the LLM's token counts for this answer ({"calls", "prompt_tokens", "completion_tokens"}, a count
+    # None where the endpoint sent none); None when no LLM wrote it
+    usage: Mapping[str, int | None] | None = None

@@ -104,3 +104,32 @@ def test_openai_compatible_embeddings_endpoint(embed_server, embedder):
 
     with pytest.raises(EmbedError, match="answered 404|unreachable"):
         OpenAIEmbedder(embed_server.replace("/v1", "/missing"), "gemma", embedder.tokenizer)
+
+
+def test_an_answer_carries_the_endpoints_token_usage(llm):
+    gen = GroundedGenerator(ChatClient(llm, "gemma"), N_CTX, 32, 0.0, lambda t: len(t.split()))
+    answer = gen.answer("How many moons does Mars have?", [passage(0, 20)])
+    u = answer.usage
+    assert u is not None and u["calls"] == 1
+    assert u["prompt_tokens"] > 20 and 0 < u["completion_tokens"] <= 32  # the server's own counts
+    streamed = list(gen.stream("How many moons does Mars have?", [passage(0, 20)]))[-1]
+    assert streamed.usage is None  # a stream reports no usage: unknown, not 0
+
+
+def test_eval_answers_reports_the_answering_llms_tokens_and_cost(llm, cli, corpus, tmp_path):
+    import json as _json
+
+    cli.run("ingest", str(corpus))
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(_json.dumps({"id": "q1", "question": "How many moons does Mars have?"}) + "\n"
+                  + _json.dumps({"id": "q2", "question": "What is in the tea guide?"}) + "\n")
+    cli.env.update({"RAGLINE_LLM__BASE_URL": llm, "RAGLINE_LLM__MODEL": "gemma", "RAGLINE_LLM__CONTEXT_WINDOW": str(N_CTX),
+                    "RAGLINE_LLM__MAX_TOKENS": "32", "RAGLINE_LLM__PRICE_INPUT_PER_1K": "0.5",
+                    "RAGLINE_LLM__PRICE_OUTPUT_PER_1K": "1.5"})
+    out = cli.json("eval", "answers", str(qa), "-k", "2", "--output", str(tmp_path / "items.json"))
+    u = out["answer_usage"]
+    assert u["calls"] == 2 and u["prompt_tokens"] > 0 and u["completion_tokens"] > 0
+    expected = (u["prompt_tokens"] * 0.5 + u["completion_tokens"] * 1.5) / 1000
+    assert abs(u["cost"] - expected) < 1e-6 and abs(u["cost_per_query"] - expected / 2) < 1e-6
+    items = _json.loads((tmp_path / "items.json").read_text())["items"]
+    assert all(it["answer_usage"]["prompt_tokens"] > 0 for it in items)

@@ -50,6 +50,7 @@ class ItemRecord:
     latency_ms: float  # retrieval + answer, judging excluded
     ranked_documents: tuple[str, ...]  # distinct documents of the retrieved passages, best first
     retrieval: dict[str, float] | None = None  # None when the item names no relevant documents
+    answer_usage: dict[str, Any] | None = None  # the answering LLM's tokens and cost; None offline
 
     def as_dict(self) -> dict[str, Any]:
         j = self.judgement
@@ -57,7 +58,7 @@ class ItemRecord:
             "id": self.id, "question": self.question, "answerable": self.answerable, "answer": self.answer,
             "grounded": self.grounded, "generator": self.generator, "sources": list(self.sources),
             "latency_ms": round(self.latency_ms, 2), "ranked_documents": list(self.ranked_documents),
-            "retrieval": self.retrieval,
+            "retrieval": self.retrieval, "answer_usage": self.answer_usage,
             "judgement": {
                 "judge": j.judge, "faithfulness": j.faithfulness, "hallucinated": j.hallucinated,
                 "citation_accuracy": j.citation_accuracy, "context_precision": j.context_precision,
@@ -82,6 +83,7 @@ class AnswersResult:
     latency_ms: dict[str, float]  # p50, p95 of retrieval + answer per question
     items: list[ItemRecord] = field(default_factory=list)
     usage: dict[str, Any] | None = None  # the judge's LLM tokens and cost; None for judges without an LLM
+    answer_usage: dict[str, Any] | None = None  # the answering LLM's tokens and cost; None offline
 
 
 def matches(relevant_id: str, doc_id: str, source: str) -> bool:
@@ -123,7 +125,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def evaluate_answers(items: Sequence[QAItem], retriever: Retriever, generator: AnswerGenerator, judge: AnswerJudge,
                      k: int = 5, mode: str | None = None, filter: str | None = None,
-                     progress: Callable[[int], None] | None = None) -> AnswersResult:
+                     progress: Callable[[int], None] | None = None,
+                     prices: tuple[float | None, float | None] = (None, None)) -> AnswersResult:
     """Retrieve ``k`` passages for each question, answer from them, judge the answer against them."""
     records: list[ItemRecord] = []
     request_mode = mode
@@ -147,6 +150,7 @@ def evaluate_answers(items: Sequence[QAItem], retriever: Retriever, generator: A
             sources=tuple(c.chunk.source for c in answer.citations), judgement=judgement, latency_ms=latency,
             ranked_documents=tuple(s for _, s in docs),
             retrieval=score_retrieval(docs, item.relevant_ids, k) if item.relevant_ids else None,
+            answer_usage=_priced(answer.usage, prices),
         ))
         if progress:
             progress(i + 1)
@@ -189,9 +193,22 @@ def summarise(records: list[ItemRecord], judge_label: str, k: int, mode: str, fi
                                            if r.judgement.context_recall is not None])
         counts["unparsed_verdicts"] = sum(r.judgement.unparsed for r in records)
     usages = [r.judgement.usage for r in records if r.judgement.usage is not None]
+    answering = [r.answer_usage for r in records if r.answer_usage is not None]
     return AnswersResult(judge_label, k, mode, filter, metrics, counts, retrieval,
                          {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, records,
-                         usage=total_usage(usages, n) if usages else None)
+                         usage=total_usage(usages, n) if usages else None,
+                         answer_usage=total_usage(answering, n) if answering else None)
+
+
+def _priced(usage: Any, prices: tuple[float | None, float | None]) -> dict[str, Any] | None:
+    """An answer's LLM usage with its estimated cost (None: no price set, or a count missing)."""
+    if usage is None:
+        return None
+    from ragline.evaluate.llm_judge import estimate_cost
+
+    out = dict(usage)
+    out["cost"] = estimate_cost(out.get("prompt_tokens"), out.get("completion_tokens"), *prices)
+    return out
 
 
 def total_usage(usages: Sequence[dict[str, Any]], n_items: int) -> dict[str, Any]:

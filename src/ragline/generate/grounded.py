@@ -139,24 +139,36 @@ class GroundedGenerator:
 
     def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Answer]:
         """Yield text deltas, then the final Answer with validated citations."""
-        kept, budget = fit_sources(question, hits, self.count, self.window, self.max_tokens)
-        if not kept:
-            yield Answer("No source fits the model's context window.", (), grounded=False, generator=self.name,
-                         hits=tuple(hits))
+        kept, messages = self._prepare(question, hits)
+        if messages is None:
+            yield self._no_room(hits)
             return
-        messages = build_messages(question, [format_source(i + 1, h) for i, h in enumerate(kept)])
         pieces = []
         for piece in self.client.stream(messages, self.max_tokens, self.temperature):
             pieces.append(piece)
             yield piece
-        text, citations, _invalid = validate_citations("".join(pieces), kept)
-        grounded = bool(citations) and "do not contain the answer" not in text.lower()
-        yield Answer(text, citations, grounded=grounded, generator=self.name, hits=tuple(kept))
+        yield self._final("".join(pieces), kept, None)
 
     def answer(self, question: str, hits: Sequence[Hit]) -> Answer:
-        final = None
-        for item in self.stream(question, hits):
-            if isinstance(item, Answer):
-                final = item
-        assert final is not None
-        return final
+        """One non-streamed call, so the endpoint's token usage comes back with the answer."""
+        kept, messages = self._prepare(question, hits)
+        if messages is None:
+            return self._no_room(hits)
+        reply = self.client.chat(messages, self.max_tokens, self.temperature)
+        return self._final(reply.text, kept, {"calls": 1, "prompt_tokens": reply.prompt_tokens,
+                                              "completion_tokens": reply.completion_tokens})
+
+    def _prepare(self, question: str, hits: Sequence[Hit]) -> tuple[list[Hit], list[dict] | None]:
+        kept, _budget = fit_sources(question, hits, self.count, self.window, self.max_tokens)
+        if not kept:
+            return [], None
+        return kept, build_messages(question, [format_source(i + 1, h) for i, h in enumerate(kept)])
+
+    def _no_room(self, hits: Sequence[Hit]) -> Answer:
+        return Answer("No source fits the model's context window.", (), grounded=False, generator=self.name,
+                      hits=tuple(hits))
+
+    def _final(self, raw: str, kept: list[Hit], usage: dict | None) -> Answer:
+        text, citations, _invalid = validate_citations(raw, kept)
+        grounded = bool(citations) and "do not contain the answer" not in text.lower()
+        return Answer(text, citations, grounded=grounded, generator=self.name, hits=tuple(kept), usage=usage)
