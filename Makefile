@@ -14,7 +14,7 @@ GATE_SLICE := --max-queries 60 --max-docs 1000
 GATE_BASELINE := bench/baselines/scifact-slice.json
 GATE_CHECKS := --max-drop 0.02 --metric ndcg@10 --metric recall@100
 
-.PHONY: install install-test demo test bench bench-serve gate gate-baseline clean
+.PHONY: install install-test demo test bench bench-serve bench-peers gate gate-baseline clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: install
 # a real `ragline serve` under concurrent query/ask + ingestion, then every document checked (bench/README.md)
 bench-serve: install
 	$(PY) bench/serve_load.py
+
+# ragline vs LlamaIndex and Haystack on SciFact, same model and queries; the peers get their own venv,
+# bench/.peers-venv (bench/README.md). Pass options with PEERS_ARGS="--max-docs 500 --max-queries 50".
+bench-peers: install
+	$(PY) bench/peers.py $(PEERS_ARGS)
 
 gate: install
 	@if [ ! -d "$(SCIFACT)" ]; then echo "gate: skipped, no BEIR SciFact folder at $(SCIFACT)"; exit 0; fi; \
