@@ -421,7 +421,8 @@ def eval_beir(
             "ingest": ingest_stats,
             "modes": {m.mode: {**{k: round(v, 4) for k, v in m.metrics.items()},
                                "latency_ms_p50": round(m.latency_ms["p50"], 2),
-                               "latency_ms_p95": round(m.latency_ms["p95"], 2)} for m in results},
+                               "latency_ms_p95": round(m.latency_ms["p95"], 2),
+                               "latency_ms_p99": round(m.latency_ms["p99"], 2)} for m in results},
             "per_query": {m.mode: {qid: {k: round(v, 6) for k, v in values.items()}
                                    for qid, values in m.per_query.items()} for m in results},
         }
@@ -436,8 +437,8 @@ def eval_beir(
             return
         t = Table(title=f"{path.name}: {ds.n_docs} documents, {len(ds.queries)} queries")
         cols = ["ndcg@10", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr@10", "map@100",
-                "latency_ms_p50", "latency_ms_p95"]
-        labels = ["nDCG@10", "R@10", "R@100", "P@10", "Hit@10", "MRR@10", "MAP@100", "p50 ms", "p95 ms"]
+                "latency_ms_p50", "latency_ms_p95", "latency_ms_p99"]
+        labels = ["nDCG@10", "R@10", "R@100", "P@10", "Hit@10", "MRR@10", "MAP@100", "p50 ms", "p95 ms", "p99 ms"]
         t.add_column("mode")
         for label in labels:
             t.add_column(label, justify="right")
@@ -688,6 +689,7 @@ def eval_answers(
             "answers": {name: r4(v) for name, v in result.metrics.items()},
             "retrieval": None if result.retrieval is None else {n: r4(v) for n, v in result.retrieval.items()},
             "latency_ms_p50": round(result.latency_ms["p50"], 2), "latency_ms_p95": round(result.latency_ms["p95"], 2),
+            "latency_ms_p99": round(result.latency_ms["p99"], 2),
         }
         prices = {"price_input_per_1k": llm.price_input_per_1k or None,
                   "price_output_per_1k": llm.price_output_per_1k or None}
@@ -714,6 +716,7 @@ def eval_answers(
             t.add_row(name, f"{v:.4f}")
         t.add_row("latency p50 ms", f"{data['latency_ms_p50']:.1f}")
         t.add_row("latency p95 ms", f"{data['latency_ms_p95']:.1f}")
+        t.add_row("latency p99 ms", f"{data['latency_ms_p99']:.1f}")
         _print_table(t)
         out.print(f"judge: {result.judge}")
         def tok(v: float | None) -> str:

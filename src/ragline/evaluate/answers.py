@@ -80,7 +80,7 @@ class AnswersResult:
     metrics: dict[str, float | None]  # ANSWER_METRICS; None where no item defines the value
     counts: dict[str, int]
     retrieval: dict[str, float] | None  # recall@k, mrr@k, ndcg@k means; None when no item has relevant_ids
-    latency_ms: dict[str, float]  # p50, p95 of retrieval + answer per question
+    latency_ms: dict[str, float]  # p50, p95, p99 of retrieval + answer per question
     items: list[ItemRecord] = field(default_factory=list)
     usage: dict[str, Any] | None = None  # the judge's LLM tokens and cost; None for judges without an LLM
     answer_usage: dict[str, Any] | None = None  # the answering LLM's tokens and cost; None offline
@@ -195,7 +195,8 @@ def summarise(records: list[ItemRecord], judge_label: str, k: int, mode: str, fi
     usages = [r.judgement.usage for r in records if r.judgement.usage is not None]
     answering = [r.answer_usage for r in records if r.answer_usage is not None]
     return AnswersResult(judge_label, k, mode, filter, metrics, counts, retrieval,
-                         {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, records,
+                         {"p50": percentile(lat, 50), "p95": percentile(lat, 95), "p99": percentile(lat, 99)},
+                         records,
                          usage=total_usage(usages, n) if usages else None,
                          answer_usage=total_usage(answering, n) if answering else None)
 

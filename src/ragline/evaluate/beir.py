@@ -199,5 +199,6 @@ def evaluate(ds: BeirDataset, retriever: Retriever, modes: Sequence[str], depth:
         n = max(1, len(per_query))
         means = {name: sum(q[name] for q in per_query.values()) / n for name in METRICS}
         results.append(ModeResult(mode, means,
-                                  {"p50": percentile(lat, 50), "p95": percentile(lat, 95)}, per_query))
+                                  {"p50": percentile(lat, 50), "p95": percentile(lat, 95),
+                                   "p99": percentile(lat, 99)}, per_query))
     return results
