@@ -28,7 +28,7 @@ def test_ask_streams_llm_tokens_with_validated_citations(tmp_path_factory):
     proc, llm_url = _start(tmp_path_factory, "--n_ctx", "2048", "--chat_format", "chatml")
     srv = start_server(tmp_path_factory.mktemp("serve-llm"), {
         "RAGLINE_LLM__BASE_URL": llm_url, "RAGLINE_LLM__MODEL": "gemma", "RAGLINE_LLM__CONTEXT_WINDOW": "2048",
-        "RAGLINE_LLM__MAX_TOKENS": "48"})
+        "RAGLINE_LLM__MAX_TOKENS": "48", "RAGLINE_LLM__TEMPERATURE": "0"})  # greedy: the same reply every run
     try:
         c = _setup(srv, "llm")
         with c.stream("POST", base("llm") + "/ask", json={"question": "How many moons does Mars have?",

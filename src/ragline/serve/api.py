@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,19 +62,20 @@ class RegisterIn(BaseModel):
     acl: list[str] | None = None
 
 
-class QueryIn(BaseModel):
+class _Retrieval(BaseModel):
+    mode: Literal["hybrid", "dense", "sparse"] | None = None  # default: the server's retrieve.mode
+    filter: str | None = Field(None, max_length=2000, description="a filter expression (docs/filters.md)")
+
+
+class QueryIn(_Retrieval):
     query: str = Field(min_length=1, max_length=4000)
     k: int = Field(10, ge=1, le=100)
-    mode: Literal["hybrid", "dense", "sparse"] | None = None
-    filter: str | None = Field(None, max_length=2000)
     documents: bool = False
 
 
-class AskIn(BaseModel):
+class AskIn(_Retrieval):
     question: str = Field(min_length=1, max_length=4000)
     k: int = Field(5, ge=1, le=50)
-    mode: Literal["hybrid", "dense", "sparse"] | None = None
-    filter: str | None = Field(None, max_length=2000)
     stream: bool = False
 
 
@@ -143,6 +145,15 @@ class Server:
         if not hasattr(self, "_embedder"):
             self._embedder = Engine(self.settings).embedder
         return self._embedder
+
+    @cached_property
+    def generator(self):
+        """The answerer: extractive offline, else the configured LLM (one HTTP client, reused)."""
+        from ragline.app import Engine
+
+        eng = Engine(self.llm_settings)
+        eng.__dict__["embedder"] = self.embedder
+        return eng.generator()
 
     def warm_up(self) -> None:
         try:
@@ -560,11 +571,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
                 "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     def generator(col: Collection):
-        from ragline.app import Engine
-
-        eng = Engine(server.llm_settings.model_copy(update={"home": col.settings.home}))
-        eng.__dict__["embedder"] = server.embedder
-        return eng.generator()
+        return server.generator  # one for the process: the LLM settings are the server's
 
     def llm_message(exc: Exception) -> str:
         """What a client learns of an LLM failure: the kind, never the endpoint's address or reply."""
