@@ -478,25 +478,25 @@ def generate(chunks: Sequence[Chunk], n: int = 50, seed: int = 0, generator: str
         assert writer is not None
         order = list(chunks)
         rng.shuffle(order)
-        for c in order[: 2 * want["factoid"] + 2]:
-            if not good_sentences(c):
-                continue
-            cand = writer.factoid(c)
-            if cand is None:
-                rejected += 1
-            else:
-                pool["factoid"].append(cand)
-            if len(pool["factoid"]) >= want["factoid"] + 1:
-                break
+
+        def ask_writer(kind: str, sources, write) -> int:
+            """Ask the writer for each source until the quota (+1 spare) is met; the rejects counted."""
+            refused = 0
+            for src in sources:
+                cand = write(src)
+                if cand is None:
+                    refused += 1
+                else:
+                    pool[kind].append(cand)
+                if len(pool[kind]) >= want[kind] + 1:
+                    break
+            return refused
+
+        rejected += ask_writer("factoid", [c for c in order[: 2 * want["factoid"] + 2] if good_sentences(c)],
+                               writer.factoid)
         pairs = _multi_hops(chunks, rng, max(2 * want["multi-hop"], 2), (by_term, doc_freq))
-        for p in pairs:
-            cand = writer.multi_hop(p.chunks[0], p.chunks[1], p.term or "")
-            if cand is None:
-                rejected += 1
-            else:
-                pool["multi-hop"].append(cand)
-            if len(pool["multi-hop"]) >= want["multi-hop"] + 1:
-                break
+        rejected += ask_writer("multi-hop", pairs,
+                               lambda p: writer.multi_hop(p.chunks[0], p.chunks[1], p.term or ""))
     pool["unanswerable"] = _unanswerables(chunks, rng, limit=max(2 * want["unanswerable"], 4))
     candidates = {t: len(v) for t, v in pool.items()}
 
