@@ -34,7 +34,14 @@ class Server:
         return httpx.Client(base_url=self.url, headers={**h, **headers}, timeout=120)
 
     def admin(self) -> httpx.Client:
-        return self.client(ADMIN)
+        """The admin key, asking to read documents too (X-Ragline-Read-All; docs/security.md)."""
+        return self.client(ADMIN, **{"X-Ragline-Read-All": "1"})
+
+    def upstream_key(self, tenant: str) -> str:
+        """A key for a trusted upstream service of ``tenant`` (it states its users' principals)."""
+        r = self.admin().post(f"/v1/tenants/{tenant}/keys", json={"name": "proxy", "kind": "upstream"})
+        assert r.status_code == 201, r.text
+        return r.json()["key"]
 
     def tenant(self, name: str) -> None:
         r = self.admin().post("/v1/tenants", json={"name": name})

@@ -197,16 +197,19 @@ def test_keys_are_stored_hashed(server, tenant_name):
     assert ADMIN.encode() not in db
 
 
-def test_only_the_admin_may_assert_principals(server, tenant_name):
+def test_only_an_upstream_key_may_assert_principals(server, tenant_name):
     server.tenant(tenant_name)
     server.collection(tenant_name, "docs")
     key = server.key(tenant_name, "user:alice")
     r = server.client(key, **{"X-Ragline-Principals": "group:admins"}).get(f"/v1/tenants/{tenant_name}/whoami")
     assert r.status_code == 403
-    who = server.client(ADMIN, **{"X-Ragline-Principals": "user:bob, group:eng"}).get(
+    r = server.client(ADMIN, **{"X-Ragline-Principals": "user:bob"}).get(f"/v1/tenants/{tenant_name}/whoami")
+    assert r.status_code == 403  # the admin administers; it never speaks for a user
+    up = server.upstream_key(tenant_name)
+    who = server.client(up, **{"X-Ragline-Principals": "user:bob, group:eng"}).get(
         f"/v1/tenants/{tenant_name}/whoami").json()
-    assert who["admin"] and who["principals"] == ["group:eng", "user:bob"]
-    bad = server.client(ADMIN, **{"X-Ragline-Principals": "user:'; drop"}).get(f"/v1/tenants/{tenant_name}/whoami")
+    assert not who["admin"] and who["kind"] == "upstream" and who["principals"] == ["group:eng", "user:bob"]
+    bad = server.client(up, **{"X-Ragline-Principals": "user:'; drop"}).get(f"/v1/tenants/{tenant_name}/whoami")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_principal"
 
 

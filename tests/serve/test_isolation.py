@@ -104,9 +104,9 @@ def test_no_read_crosses_a_tenant_or_acl_boundary(server, sc, letters):
                 assert c.post(base(tenant) + f"/documents/{d['id']}/reingest").status_code == 404
         assert c.get(base(other) + "/documents").status_code == 404
 
-    # an admin speaking for a user (trusted upstream) sees what that user sees
+    # an upstream key speaking for a user (a trusted upstream) sees what that user sees
     prins = sc["keys"][0]
-    asserted = server.client(**{"X-Ragline-Principals": ",".join(prins) or "user:nobody"})
+    asserted = server.client(server.upstream_key(tenant), **{"X-Ragline-Principals": ",".join(prins) or "user:nobody"})
     docs = asserted.get(base(tenant) + "/documents").json()["documents"]
     assert {d["name"] for d in docs} == visible_to(set(prins) or {"user:nobody"}, acls)
 

@@ -12,6 +12,8 @@ import re
 from typing import Iterable
 
 EVERYONE = "*"
+# a key holding this principal may create documents whose ACL names none of its own principals
+WRITER_ROLE = "role:writer"
 _PRINCIPAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,127}$")
 
 

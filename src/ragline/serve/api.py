@@ -29,15 +29,15 @@ from starlette.concurrency import run_in_threadpool
 from ragline.config import Settings
 from ragline.ingest.parsers import SUPPORTED_EXTENSIONS
 from ragline.ingest.sync import doc_id_for
-from ragline.retrieve.acl import ACLError, acl_clause, parse_list, principals as valid_principals
+from ragline.retrieve.acl import EVERYONE, WRITER_ROLE, ACLError, acl_clause, parse_list, principals as valid_principals
 from ragline.retrieve.filters import FilterError
-from ragline.serve.collections import Collection, safe_filename
+from ragline.serve.collections import Collection, registered_files, safe_filename
 from ragline.serve.control import ControlDB, ControlError, KeyInfo
 from ragline.serve.errors import ApiError, install as install_errors
 from ragline.serve.jobs import Job, JobRunner
 from ragline.serve.limits import BodyLimit, RateLimiter
 from ragline.store.base import DocRecord
-from ragline.types import Answer, Hit
+from ragline.types import Answer, Hit, content_hash
 
 log = logging.getLogger("ragline.serve")
 UI_DIR = Path(__file__).parent / "ui"
@@ -51,6 +51,9 @@ class TenantIn(BaseModel):
 class KeyIn(BaseModel):
     name: str = ""
     principals: list[str] = Field(default_factory=list, description="e.g. ['user:alice', 'group:eng']")
+    kind: Literal["tenant", "upstream"] = Field(
+        "tenant", description="'upstream': a trusted service of this tenant that states each request's user "
+                              "principals in X-Ragline-Principals (docs/security.md)")
 
 
 class CollectionIn(BaseModel):
@@ -89,17 +92,32 @@ class EvalIn(BaseModel):
 # --------------------------------------------------------------------------- the caller
 @dataclass(frozen=True)
 class Caller:
+    """Who a request is (docs/security.md): the admin key, a tenant key, or an upstream key
+    speaking for one end user."""
+
     admin: bool
     key_id: str  # "admin" for the admin key
     tenant: str | None  # the key's tenant (None: admin)
-    principals: tuple[str, ...] | None  # None: unrestricted (admin without asserted principals)
+    principals: tuple[str, ...] | None  # None: unrestricted (only the admin, and only with read_all)
+    upstream: bool = False  # an upstream key: principals are the asserted end user's
+    read_all: bool = False  # the admin asked to read documents (X-Ragline-Read-All: 1)
 
     @property
     def acl_where(self) -> str | None:
         return None if self.principals is None else acl_clause(self.principals)
 
+    @property
+    def owner(self) -> str:
+        """Who owns the jobs and evaluations this caller starts: the key, or for an upstream key
+        the key and the end user it speaks for (users behind one upstream never see each other's)."""
+        if not self.upstream:
+            return self.key_id
+        return f"{self.key_id}/" + content_hash("\n".join(self.principals or ()))[:16]
+
     def public(self) -> dict:
         return {"admin": self.admin, "key_id": self.key_id, "tenant": self.tenant,
+                "kind": "admin" if self.admin else "upstream" if self.upstream else "tenant",
+                "read_all": self.read_all,
                 "principals": None if self.principals is None else list(self.principals)}
 
 
@@ -247,21 +265,33 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
                            {"WWW-Authenticate": "Bearer"})
         asserted = request.headers.get("x-ragline-principals")
         if server.control.is_admin(key):
-            who = Caller(True, "admin", None, None)
-            if asserted is not None:  # a trusted upstream speaks for its user
-                try:
-                    who = Caller(True, "admin", None, parse_list(asserted))
-                except ACLError as exc:
-                    raise ApiError(400, "invalid_principal", str(exc)) from None
+            if asserted is not None:  # the admin administers; it never speaks for a user
+                raise ApiError(403, "forbidden", "the admin key cannot assert principals: a trusted upstream uses "
+                                                 "an upstream key of its tenant (docs/security.md)")
+            read_all = request.headers.get("x-ragline-read-all", "").strip().lower() in ("1", "true", "yes")
+            who = Caller(True, "admin", None, None, read_all=read_all)
         else:
             info: KeyInfo | None = server.control.authenticate(key)
             if info is None:
                 raise ApiError(401, "unauthorized", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
             if info.revoked:
                 raise ApiError(401, "key_revoked", "the API key has been revoked", {"WWW-Authenticate": "Bearer"})
-            if asserted is not None:
-                raise ApiError(403, "forbidden", "only the admin key may assert principals (X-Ragline-Principals)")
-            who = Caller(False, info.id, info.tenant, tuple(sorted({*info.principals, f"key:{info.id}"})))
+            if info.kind == "upstream":  # fail closed: no stated user, no access
+                if asserted is None:
+                    raise ApiError(400, "principals_required", "an upstream key must state its user's principals "
+                                                               "in X-Ragline-Principals")
+                try:
+                    prins = parse_list(asserted)
+                except ACLError as exc:
+                    raise ApiError(400, "invalid_principal", str(exc)) from None
+                if not prins:
+                    raise ApiError(400, "principals_required", "X-Ragline-Principals names no principal")
+                who = Caller(False, info.id, info.tenant, prins, upstream=True)
+            else:
+                if asserted is not None:
+                    raise ApiError(403, "forbidden", "only an upstream key may assert principals "
+                                                     "(X-Ragline-Principals)")
+                who = Caller(False, info.id, info.tenant, tuple(sorted({*info.principals, f"key:{info.id}"})))
         # tenant keys are limited; the admin key (operators, trusted upstreams that limit their own
         # users) is not
         wait = 0.0 if who.admin else server.limiter.take(who.key_id)
@@ -283,6 +313,16 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
 
     def collection_of(tenant: str, collection: str, who: Caller = Depends(tenant_caller)) -> Collection:
         return server.collection(tenant, collection)
+
+    def reader(who: Caller = Depends(tenant_caller)) -> Caller:
+        """Routes that return document text (query, ask, evaluations): the admin key administers
+        and reads documents only when it asks to explicitly (X-Ragline-Read-All: 1)."""
+        if who.admin and not who.read_all:
+            raise ApiError(403, "admin_read_not_requested",
+                           "the admin key does not read documents unless it asks to: send 'X-Ragline-Read-All: 1'")
+        if who.admin:
+            log.info("admin read-all request on tenant %s", who.tenant)
+        return who
 
     def ready() -> None:
         if not server.ready.is_set():
@@ -329,7 +369,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     def create_key(tenant: str, body: KeyIn, _: Caller = Depends(admin)) -> dict:
         if not server.control.tenant_exists(tenant):
             raise ApiError(404, "not_found", f"no tenant '{tenant}'")
-        key, info = control_call(server.control.create_key, tenant, body.name, body.principals)
+        key, info = control_call(server.control.create_key, tenant, body.name, body.principals, body.kind)
         return {"key": key, **info.public(), "note": "the key is shown only now; it is stored hashed"}
 
     @app.get("/v1/tenants/{tenant}/keys", tags=["keys"])
@@ -370,7 +410,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     def ingest_job(col: Collection, who: Caller, kind: str, staged: list[tuple[Path | None, Path, str]],
                    acl: tuple[str, ...] | None, rejected: list[dict]) -> Job:
         """Queue the indexing of files: (staged upload or None, final path, display name)."""
-        job = Job(id="", tenant=col.tenant, collection=col.name, kind=kind, owner=who.key_id,
+        job = Job(id="", tenant=col.tenant, collection=col.name, kind=kind, owner=who.owner,
                   files=[name for _, _, name in staged] + [r["file"] for r in rejected])
         job.errors.extend(rejected)
         job.done = len(rejected)
@@ -398,8 +438,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
                     else:
                         job.documents.append(doc_id_for(data["path"]))
 
-            acls = {str(p): acl for p in paths} if acl is not None else {}
-            report = col.ingest(paths, acls, on_event)
+            report = col.ingest(paths, acl, on_event)
             for f in report.failed:  # files that never reached on_event (missing, unreadable)
                 if f.path in names and not any(e["file"] == names[f.path] for e in job.errors):
                     job.errors.append({"file": names[f.path], "reason": f.reason})
@@ -408,6 +447,18 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             job.report = {k: v for k, v in report.as_dict().items() if k not in ("failed",)}
 
         return server.jobs.submit(job, work)
+
+    def check_writer(who: Caller, acl: tuple[str, ...] | None) -> None:
+        """A caller may create only documents it can read itself: the ACL must name one of its
+        principals (or everyone), unless it holds the writer role. Otherwise it could create a
+        document that it can then neither see nor remove."""
+        if who.principals is None or acl is None:
+            return
+        if WRITER_ROLE in who.principals or set(acl) & {EVERYONE, *who.principals}:
+            return
+        raise ApiError(403, "forbidden", "this key may not create a document it could not read: the acl must name "
+                                         f"one of its principals ({', '.join(who.principals)}) or the key must hold "
+                                         f"'{WRITER_ROLE}'")
 
     def check_replace(col: Collection, who: Caller, final: Path) -> None:
         """A caller may replace only a document it can read (it could otherwise destroy or
@@ -432,6 +483,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             raise ApiError(400, "invalid_principal", str(exc)) from None
         if acl_t == ():
             raise ApiError(400, "invalid_principal", "acl is empty: name at least one principal, or '*'")
+        check_writer(who, acl_t)
         staged, rejected, seen = [], [], set()
         limit = int(server.settings.ingest.max_file_mb * 2**20)
         stage_root = col.root / "staging"
@@ -479,19 +531,20 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             acl_t = valid_principals(body.acl) if body.acl is not None else None
         except ACLError as exc:
             raise ApiError(400, "invalid_principal", str(exc)) from None
-        from ragline.ingest.sync import discover
-
         staged, rejected = [], []
         for p in body.paths:
             path = Path(p).expanduser().resolve()
             if not path.exists():
                 rejected.append({"file": p, "reason": "not found on the server"})
                 continue
-            for f in discover(path):
-                if f.suffix.lower() in SUPPORTED_EXTENSIONS:
+            for f, reason in registered_files(path):
+                if reason is not None:  # e.g. a symlink out of the folder: refused and reported
+                    rejected.append({"file": str(f), "reason": reason})
+                elif f.suffix.lower() in SUPPORTED_EXTENSIONS:
                     staged.append((None, f, str(f)))
         if not staged:
-            raise ApiError(400, "no_files", "no supported file at the given paths")
+            raise ApiError(400, "no_files", "no supported file at the given paths"
+                           + "".join(f"; {r['file']}: {r['reason']}" for r in rejected))
         return {"job": ingest_job(col, who, "ingest", staged, acl_t, rejected).public()}
 
     @app.get("/v1/tenants/{tenant}/collections/{collection}/documents", tags=["documents"])
@@ -507,6 +560,8 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     @app.get("/v1/tenants/{tenant}/collections/{collection}/documents/{doc_id}", tags=["documents"])
     def get_document(doc_id: str, text: bool = False, col: Collection = Depends(collection_of),
                      who: Caller = Depends(tenant_caller)) -> dict:
+        if text:
+            reader(who)  # the text is document content: the admin must ask to read it
         return doc_json(col, visible_document(col, who, doc_id), text=text)
 
     @app.post("/v1/tenants/{tenant}/collections/{collection}/documents/{doc_id}/reingest", status_code=202,
@@ -535,7 +590,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     # -- jobs ----------------------------------------------------------------------------------
     # A job names files and documents, so only the key that submitted it (and the admin) reads it.
     def job_visible(who: Caller, job: Job) -> bool:
-        return who.admin or job.owner == who.key_id
+        return who.admin or job.owner == who.owner
 
     @app.get("/v1/tenants/{tenant}/collections/{collection}/jobs", tags=["jobs"])
     def list_jobs(tenant: str, collection: str, _: Collection = Depends(collection_of),
@@ -564,7 +619,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             raise ApiError(400, "invalid_filter", str(exc)) from None
 
     @app.post("/v1/tenants/{tenant}/collections/{collection}/query", tags=["search"])
-    def query(body: QueryIn, col: Collection = Depends(collection_of), who: Caller = Depends(tenant_caller)) -> dict:
+    def query(body: QueryIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader)) -> dict:
         t0 = time.perf_counter()
         hits = search(col, who, body.query, body.k, body.mode, body.filter, body.documents)
         return {"query": body.query, "hits": [hit_json(col, i + 1, h) for i, h in enumerate(hits)],
@@ -587,10 +642,11 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             return pinpoint(answer, col.store)
 
     @app.post("/v1/tenants/{tenant}/collections/{collection}/ask", tags=["search"])
-    def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Depends(tenant_caller)):
+    def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader)):
         from ragline.generate.llm import LLMError
 
         key = (who.principals, body.question.strip(), body.k, body.mode, body.filter)
+        version = col.write_version  # read before retrieval: a write after it makes this answer stale
         cached = col.answers.get(key)
         if not body.stream:
             if cached is not None:
@@ -601,7 +657,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             except LLMError as exc:
                 raise ApiError(502, "llm_unavailable", llm_message(exc)) from None
             out = answer_json(col, body.question, finish_answer(col, answer))
-            col.answers.put(key, out)
+            col.answers.put(key, out, version)
             return {**out, "cached": False}
 
         hits = None if cached is not None else search(col, who, body.question, body.k, body.mode, body.filter, False)
@@ -626,7 +682,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
                     yield {"event": "token", "data": json.dumps({"text": answer.text})}
                 assert answer is not None
                 out = answer_json(col, body.question, finish_answer(col, answer))
-                col.answers.put(key, out)
+                col.answers.put(key, out, version)
                 yield {"event": "answer", "data": json.dumps({**out, "cached": False})}
                 yield {"event": "done", "data": "{}"}
             except LLMError as exc:
@@ -650,7 +706,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
 
     @app.post("/v1/tenants/{tenant}/collections/{collection}/evaluations", status_code=202, tags=["evaluations"])
     def create_evaluation(body: EvalIn, col: Collection = Depends(collection_of),
-                          who: Caller = Depends(tenant_caller)) -> dict:
+                          who: Caller = Depends(reader)) -> dict:
         from ragline.evaluate.beir import DatasetError
         from ragline.evaluate.qa import _item
 
@@ -659,13 +715,14 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             items = [_item(obj, f"items[{i}]") for i, obj in enumerate(body.items)]
         except DatasetError as exc:
             raise ApiError(400, "invalid_dataset", str(exc)) from None
-        job = Job(id="", tenant=col.tenant, collection=col.name, kind="evaluation", files=[], owner=who.key_id)
+        job = Job(id="", tenant=col.tenant, collection=col.name, kind="evaluation", files=[], owner=who.owner)
 
         def work(job: Job) -> None:
             from ragline.evaluate.answers import evaluate_answers
             from ragline.evaluate.judge import OfflineJudge
 
             scoped = _ScopedRetriever(col, who.principals)
+            version = col.write_version  # a write during the run may delete what it cites
 
             def progress(n: int) -> None:
                 job.done = n
@@ -679,10 +736,20 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             for item in data["items"]:
                 item["sources"] = [col.display(x) for x in item.get("sources", [])]
                 item["ranked_documents"] = [col.display(x) for x in item.get("ranked_documents", [])]
-            eval_dir(col).mkdir(parents=True, exist_ok=True)
-            tmp = eval_dir(col) / f"{job.id}.tmp"
-            tmp.write_text(json.dumps(data, default=str), "utf-8")
-            os.replace(tmp, eval_dir(col) / f"{job.id}.json")
+            with col.write_lock:  # no delete between the check and the write (deletes take this lock)
+                if col.write_version != version:
+                    visible = {col.display(r.source) for r in col.documents(who.acl_where)}
+                    gone = sorted({name for it in data["items"] for name in
+                                   [*it.get("sources", []), *it.get("ranked_documents", [])] if name not in visible})
+                    if gone:  # a result quoting a deleted (or no longer readable) document is never kept
+                        job.status = "failed"
+                        job.errors.append({"file": None, "reason": f"{len(gone)} document(s) it cites were deleted "
+                                           "or re-permissioned during the run; run it again"})
+                        return
+                eval_dir(col).mkdir(parents=True, exist_ok=True)
+                tmp = eval_dir(col) / f"{job.id}.tmp"
+                tmp.write_text(json.dumps(data, default=str), "utf-8")
+                os.replace(tmp, eval_dir(col) / f"{job.id}.json")
             job.documents = []
             job.report = {"evaluation": job.id}
 
@@ -703,12 +770,12 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
         return sorted(out, key=lambda d: d.get("created", 0), reverse=True)
 
     @app.get("/v1/tenants/{tenant}/collections/{collection}/evaluations", tags=["evaluations"])
-    def list_evaluations(col: Collection = Depends(collection_of), who: Caller = Depends(tenant_caller)) -> dict:
+    def list_evaluations(col: Collection = Depends(collection_of), who: Caller = Depends(reader)) -> dict:
         keep = ("id", "created", "judge", "k", "mode", "counts", "answers", "retrieval", "latency_ms")
         return {"evaluations": [{k: d.get(k) for k in keep} for d in eval_results(col, who)]}
 
     @app.get("/v1/tenants/{tenant}/collections/{collection}/evaluations/{eval_id}", tags=["evaluations"])
-    def get_evaluation(eval_id: str, col: Collection = Depends(collection_of), who: Caller = Depends(tenant_caller)) -> dict:
+    def get_evaluation(eval_id: str, col: Collection = Depends(collection_of), who: Caller = Depends(reader)) -> dict:
         found = eval_results(col, who)
         if eval_id == "latest" and found:
             return found[0]

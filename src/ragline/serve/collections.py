@@ -14,8 +14,10 @@ readers out for its duration, because it removes the table versions readers may 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ from ragline.app import Engine
 from ragline.config import Settings
 from ragline.embed.base import Embedder
 from ragline.ingest.indexer import Indexer
-from ragline.ingest.sync import IngestReport, Syncer, doc_id_for
+from ragline.ingest.sync import SKIP_DIRS, IngestReport, Syncer, doc_id_for
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.base import DocRecord
 from ragline.types import Hit, content_hash
@@ -82,12 +84,24 @@ def safe_filename(name: str) -> str:
 
 class AnswerCache:
     """Recent answers of one collection, keyed by everything that shapes them, the caller's
-    principals included. Any write to the collection empties it."""
+    principals included. Any write to the collection empties it and moves its write version on.
+
+    An answer is computed outside any lock, so a write (a delete, an ACL change) can land while
+    it is in flight: ``put`` takes the write version read before the answer's retrieval began
+    and drops the answer if a write has happened since, so a stale or no-longer-authorised
+    answer is never stored."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """The collection's write version: read it before retrieving, hand it to ``put``."""
+        with self._lock:
+            return self._version
 
     def get(self, key: tuple) -> Any:
         with self._lock:
@@ -96,17 +110,23 @@ class AnswerCache:
                 return self._items[key]
             return None
 
-    def put(self, key: tuple, value: Any) -> None:
+    def put(self, key: tuple, value: Any, version: int) -> bool:
+        """Store ``value`` if no write happened since ``version`` was read; False if dropped."""
         if self.size <= 0:
-            return
+            return False
         with self._lock:
+            if version != self._version:
+                return False
             self._items[key] = value
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+            return True
 
     def clear(self) -> None:
+        """A write happened: forget every answer and refuse those computed before it."""
         with self._lock:
             self._items.clear()
+            self._version += 1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -136,6 +156,11 @@ class Collection:
     def upload_path(self, filename: str) -> Path:
         return self.files / safe_filename(filename)
 
+    @property
+    def write_version(self) -> int:
+        """Moves on with every write (ingest, delete, ACL change) to the collection."""
+        return self.answers.version
+
     # -- reads ------------------------------------------------------------------------------
     def search(self, req: SearchRequest) -> list[Hit]:
         with self.rw.read():
@@ -161,24 +186,27 @@ class Collection:
             return self.store.count(where)
 
     # -- writes -----------------------------------------------------------------------------
-    def ingest(self, paths: list[Path], acls: dict[str, tuple[str, ...]], on_event=None) -> IngestReport:
-        """Index these files; ``acls`` maps a source path to its ACL (otherwise a re-ingested
-        document keeps the ACL it has, and a new one is readable by everyone)."""
+    def ingest(self, paths: list[Path], acl: tuple[str, ...] | None, on_event=None) -> IngestReport:
+        """Index these files with ``acl`` (when the caller gave none, a re-ingested document
+        keeps the ACL it has and a new one is readable by everyone). A caller's ACL applies to
+        every file of the job, whatever path a file is indexed under: it never falls back to
+        everyone (docs/security.md)."""
         with self.write_lock:
             known = self.store.documents()
 
             def acl_for(source: str) -> tuple[str, ...]:
-                if source in acls:
-                    return acls[source]
+                if acl is not None:
+                    return acl
                 rec = known.get(doc_id_for(source))
                 return tuple(rec.acl) if rec else ("*",)
 
             indexer = Indexer(self.store, self.engine.embedder, self.engine.cache, self.engine.plan)
             mb = self.settings.ingest.max_file_mb
             syncer = Syncer(indexer, self.settings.ingest.batch_docs, int(mb * 2**20), on_event, acl_for)
-            report = syncer.sync(paths, prune=False)
-            self.answers.clear()
-            return report
+            try:
+                return syncer.sync(paths, prune=False)
+            finally:  # even a failed run may have committed batches
+                self.answers.clear()
 
     def delete(self, doc_ids: list[str]) -> int:
         """Remove documents completely: chunks, vectors, full-text entries, older table versions,
@@ -204,3 +232,33 @@ class Collection:
             self.engine.cache.close()
             self.answers.clear()
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def registered_files(root: Path) -> Iterator[tuple[Path, str | None]]:
+    """The files of a registered server folder (or the file itself): ``(resolved path, None)``
+    for each regular file that resolves inside ``root``, and ``(path, reason)`` for each entry
+    refused: a symlink (or anything else) that resolves outside the folder, or that is not a
+    regular file. Sync resolves paths, so a link out of the folder would otherwise index a file
+    the admin never registered (docs/security.md)."""
+    root = root.resolve()
+    if not root.is_dir():
+        yield (root, None) if root.is_file() else (root, "not a regular file")
+        return
+    for dirpath, dirnames, filenames in os.walk(root):  # links to folders are not followed
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            try:
+                real = path.resolve(strict=True)
+                regular = stat.S_ISREG(real.stat().st_mode)
+            except (OSError, RuntimeError):  # a dangling link or a loop
+                yield path, "unreadable: a broken or looping symlink"
+                continue
+            if not real.is_relative_to(root):
+                yield path, "refused: it resolves outside the registered folder (symlink)"
+            elif not regular:
+                yield path, "refused: not a regular file"
+            else:
+                yield real, None

@@ -4,6 +4,10 @@ Keys are shown once, at creation, and stored only as SHA-256 hashes of their sec
 A key reads ``rl_<id>_<secret>``: the id finds the row, the secret is compared in constant
 time against the stored hash. The secret is 32 random bytes, so a plain hash (no slow KDF)
 is enough: nobody can guess it, and the hash cannot be reversed.
+
+Keys are of two kinds (docs/security.md): a ``tenant`` key carries its own principals; an
+``upstream`` key belongs to a trusted service (an SSO proxy, your backend) of one tenant and
+carries none: each request states the end user's principals in ``X-Ragline-Principals``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from ragline.retrieve.acl import principals as valid_principals
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+KEY_KINDS = ("tenant", "upstream")
 
 
 class ControlError(Exception):
@@ -45,10 +50,11 @@ class KeyInfo:
     principals: tuple[str, ...]
     created: float
     revoked: bool
+    kind: str = "tenant"  # "tenant" | "upstream"
 
     def public(self) -> dict:
-        return {"id": self.id, "tenant": self.tenant, "name": self.name, "principals": list(self.principals),
-                "created": self.created, "revoked": self.revoked}
+        return {"id": self.id, "tenant": self.tenant, "name": self.name, "kind": self.kind,
+                "principals": list(self.principals), "created": self.created, "revoked": self.revoked}
 
 
 def _hash(secret: str) -> str:
@@ -77,6 +83,9 @@ class ControlDB:
                     principals TEXT, created REAL, revoked INTEGER DEFAULT 0);
                 CREATE TABLE IF NOT EXISTS admin (id INTEGER PRIMARY KEY CHECK (id = 1), hash TEXT);
             """)
+            columns = [r[1] for r in self._db.execute("PRAGMA table_info(keys)")]
+            if "kind" not in columns:  # a control database from before key kinds: all tenant keys
+                self._db.execute("ALTER TABLE keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'tenant'")
 
     def _q(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -136,21 +145,30 @@ class ControlDB:
         self._q("DELETE FROM collections WHERE tenant = ? AND name = ?", (tenant, name))
 
     # -- API keys ---------------------------------------------------------------------------
-    def create_key(self, tenant: str, name: str, principals: list[str]) -> tuple[str, KeyInfo]:
+    def create_key(self, tenant: str, name: str, principals: list[str], kind: str = "tenant") -> tuple[str, KeyInfo]:
         """A new key for ``tenant``; the secret is returned here and never again."""
-        kid, secret = secrets.token_hex(6), secrets.token_urlsafe(32).replace("_", "-")
+        if kind not in KEY_KINDS:
+            raise ControlError("invalid_key_kind", f"unknown key kind '{kind[:40]}': use 'tenant' or 'upstream'", 400)
         prins = valid_principals(principals)
+        if kind == "upstream" and prins:
+            raise ControlError("invalid_principal", "an upstream key has no principals of its own: each request "
+                               "states its user's in X-Ragline-Principals", 400)
+        kid, secret = secrets.token_hex(6), secrets.token_urlsafe(32).replace("_", "-")
         now = time.time()
-        self._q("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, 0)",
-                (kid, tenant, name[:100], _hash(secret), json.dumps(prins), now))
-        return f"rl_{kid}_{secret}", KeyInfo(kid, tenant, name[:100], prins, now, False)
+        self._q("INSERT INTO keys (id, tenant, name, hash, principals, created, revoked, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                (kid, tenant, name[:100], _hash(secret), json.dumps(prins), now, kind))
+        return f"rl_{kid}_{secret}", KeyInfo(kid, tenant, name[:100], prins, now, False, kind)
+
+    _COLUMNS = "id, tenant, name, hash, principals, created, revoked, kind"
 
     def _key(self, row: tuple) -> KeyInfo:
-        kid, tenant, name, _h, prins, created, revoked = row
-        return KeyInfo(kid, tenant, name, tuple(json.loads(prins)), created, bool(revoked))
+        kid, tenant, name, _h, prins, created, revoked, kind = row
+        return KeyInfo(kid, tenant, name, tuple(json.loads(prins)), created, bool(revoked), kind)
 
     def keys(self, tenant: str) -> list[KeyInfo]:
-        return [self._key(r) for r in self._q("SELECT * FROM keys WHERE tenant = ? ORDER BY created", (tenant,))]
+        return [self._key(r) for r in self._q(f"SELECT {self._COLUMNS} FROM keys WHERE tenant = ? ORDER BY created",
+                                                  (tenant,))]
 
     def revoke_key(self, tenant: str, kid: str) -> bool:
         with self._lock:
@@ -162,7 +180,7 @@ class ControlDB:
         parts = split_key(key)
         if parts is None:
             return None
-        rows = self._q("SELECT * FROM keys WHERE id = ?", (parts[0],))
+        rows = self._q(f"SELECT {self._COLUMNS} FROM keys WHERE id = ?", (parts[0],))
         if not rows:
             hmac.compare_digest(_hash(parts[1]), _hash("x"))  # same work for unknown ids
             return None
