@@ -181,3 +181,31 @@ def test_an_answer_in_flight_during_a_delete_is_not_cached(collection, tmp_path,
     version = collection.write_version
     assert collection.answers.put(key, {"answer": "y"}, version) is True
     assert collection.answers.get(key) == {"answer": "y"}
+
+
+def test_an_evaluation_citing_a_document_deleted_during_its_run_is_not_kept(collection, tmp_path):
+    for name in ("a.md", "b.md"):
+        (tmp_path / name).write_text(f"# {name}\n\nThe heron count at the reservoir for {name}.\n")
+    collection.ingest([tmp_path / "a.md", tmp_path / "b.md"], None)
+    ids = {collection.display(r.source).rsplit("/", 1)[-1]: r.doc_id for r in collection.documents(None)}
+    cited = {collection.display(r.source) for r in collection.documents(None)}
+    out = tmp_path / "results" / "e1.json"
+
+    version = collection.write_version  # the run starts...
+    collection.delete([ids["a.md"]])  # ...a document it cites is deleted meanwhile
+    gone = collection.save_result(out, {"items": []}, version, None, cited)
+    assert [g.rsplit("/", 1)[-1] for g in gone] == ["a.md"] and not out.exists()
+    # a write that does not touch what it cites does not discard it
+    version = collection.write_version
+    (tmp_path / "c.md").write_text("# c\n\nAnother note.\n")
+    collection.ingest([tmp_path / "c.md"], None)
+    b_only = {n for n in cited if n.endswith("b.md")}
+    assert collection.save_result(out, {"items": []}, version, None, b_only) == [] and out.exists()
+    # a document the caller can no longer read counts as gone
+    version = collection.write_version
+    collection.ingest([tmp_path / "b.md"], ("group:other",))
+    out.unlink()
+    from ragline.retrieve.acl import acl_clause
+
+    assert collection.save_result(out, {"items": []}, version, acl_clause(["user:x"]), b_only)
+    assert not out.exists()
