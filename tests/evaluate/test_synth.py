@@ -198,13 +198,13 @@ def test_llm_generator_keeps_only_verified_items(llama_server, chunks):
 
     writer = LLMWriter(ChatClient(llama_server, "gemma", timeout_s=600), max_tokens=128)
     res = generate(chunks, n=3, seed=0, generator="llm", writer=writer)
-    assert res.generator == "synth-llm-v1" and writer.calls >= 1
+    assert res.generator == "synth-llm-v2" and writer.calls >= 1
     assert writer.prompt_tokens and writer.prompt_tokens > 0
     by_id = {c.id: c for c in chunks}
     # the 270M model's questions are not judged here; what must hold is that every kept item's
     # evidence was found verbatim in its chunk, and that the rest were counted as rejected
     for it in res.items:
-        assert it["provenance"]["generator"] == "synth-llm-v1"
+        assert it["provenance"]["generator"] == "synth-llm-v2"
         for ctx, cid in zip(it["contexts"], it["provenance"]["chunk_ids"]):
             assert ctx in by_id[cid].text
     made = res.candidates["factoid"] + res.candidates["multi-hop"]

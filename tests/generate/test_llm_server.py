@@ -14,7 +14,7 @@ from tests.conftest import LLM_N_CTX as N_CTX
 from tests.conftest import free_port as _free_port
 from tests.conftest import start_llama_server as _start
 
-from ragline.generate.grounded import GroundedGenerator, build_messages, format_source
+from ragline.generate.grounded import GroundedGenerator, new_boundary, render_messages
 from ragline.generate.llm import ChatClient, LLMError
 from ragline.types import Answer, Chunk, Hit
 
@@ -50,7 +50,7 @@ def test_budget_keeps_the_prompt_inside_the_context_window(llm):
     client = ChatClient(llm, "gemma")
     hits = [passage(i) for i in range(40)]  # far more than fits in 1,024 tokens
     # control: everything at once overflows the server's window and it refuses
-    msgs = build_messages("Which fact is first?", [format_source(i + 1, h) for i, h in enumerate(hits)])
+    msgs = render_messages("Which fact is first?", hits, new_boundary())
     with pytest.raises(LLMError) as exc:
         client.complete(msgs, max_tokens=32)
     assert "400" in str(exc.value) or "context" in str(exc.value).lower()
