@@ -9,7 +9,7 @@ from ragline.config import RetrieveSettings
 from ragline.embed.base import Embedder
 from ragline.retrieve.acl import acl_clause, and_where
 from ragline.retrieve.filters import compile_filter
-from ragline.retrieve.fusion import best_per_document, minmax, rrf, single
+from ragline.retrieve.fusion import Candidate, best_per_document, minmax, rrf, single
 from ragline.store.base import FILTER_FIELDS, Store
 from ragline.types import Hit
 
@@ -47,20 +47,23 @@ class Retriever:
         return hits
 
     def _search(self, req: SearchRequest) -> tuple[list[Hit], bool]:
-        where = and_where(acl_clause(req.principals) if req.principals is not None else None,
-                          compile_filter(req.filter, FILTER_FIELDS) if req.filter else None)
+        # a restricted caller's BM25 statistics are counted over what its ACL lets it see, never
+        # over every row: the index's global ones told it how many hidden chunks hold a word
+        # (docs/adr/0006); None (the local CLI, the admin) keeps the index's own scoring
+        scope = acl_clause(req.principals) if req.principals is not None else None
+        where = and_where(scope, compile_filter(req.filter, FILTER_FIELDS) if req.filter else None)
         # fetch more than k: fusion needs depth, and document aggregation collapses chunks
         depth = max(self.settings.candidates, req.k * (3 if req.aggregate == "document" else 1))
         ef = max(self.settings.hnsw_ef, depth)
         store = self.store
         if req.mode == "sparse":
-            ranked = single("sparse", store.sparse_candidates(req.text, depth, where))
+            ranked = single("sparse", self._sparse(req.text, depth, where, scope))
         elif req.mode == "dense":
             ranked = single("dense", store.dense_candidates(self.embedder.embed_query(req.text), depth, where, ef))
         else:
             # sequential: on a small CPU the model already uses every core, and a BM25 thread
             # beside it measured no faster (bench/README.md)
-            lists = {"sparse": store.sparse_candidates(req.text, depth, where),
+            lists = {"sparse": self._sparse(req.text, depth, where, scope),
                      "dense": store.dense_candidates(self.embedder.embed_query(req.text), depth, where, ef)}
             if self.settings.fusion == "rrf":
                 ranked = rrf(lists, self.settings.rrf_k)
@@ -75,3 +78,8 @@ class Retriever:
         # (and the search retried), never returned as some other document's text
         good = [f for f in top if f.key in rows and rows[f.key].doc_id == f.doc_id]
         return [Hit(rows[f.key], f.score, f.scores) for f in good], len(good) == len(top)
+
+    def _sparse(self, text: str, depth: int, where: str | None, scope: str | None) -> list[Candidate]:
+        if scope is None:  # unrestricted: exactly the index's path, nothing added
+            return self.store.sparse_candidates(text, depth, where)
+        return self.store.sparse_candidates(text, depth, where, scope=scope)

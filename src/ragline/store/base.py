@@ -45,8 +45,8 @@ FILTER_FIELDS: dict[str, Field] = {
         Field("source", "source", "str"),
         Field("type", "type", "str"),
         Field("title", "title", "str"),
-        Field("year", "year", "int"),
-        Field("page", "page", "int"),
+        Field("year", "year", "int", bits=32),  # int32 columns (store/lance.py)
+        Field("page", "page", "int", bits=32),
         Field("heading", "heading", "str"),
         Field("language", "language", "str"),
         Field("doc_id", "doc_id", "str"),
@@ -96,8 +96,11 @@ class Store(Protocol):
                          ef: int | None = None) -> list[Candidate]:
         """Nearest chunks by cosine similarity as light candidates, prefiltered by ``where``."""
 
-    def sparse_candidates(self, query: str, k: int, where: str | None = None) -> list[Candidate]:
-        """Best chunks by BM25 as light candidates, prefiltered by ``where``."""
+    def sparse_candidates(self, query: str, k: int, where: str | None = None,
+                          scope: str | None = None) -> list[Candidate]:
+        """Best chunks by BM25 as light candidates, prefiltered by ``where``. With ``scope`` (the
+        rows the caller may see, a clause ``where`` implies), BM25's statistics are counted over
+        those rows only, so no score or rank depends on a row outside it (docs/adr/0006)."""
 
     def fetch(self, keys: Sequence[Any]) -> dict[Any, Chunk]:
         """Full chunks for candidate keys (keys missing from the store are left out)."""

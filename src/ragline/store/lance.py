@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from ragline.retrieve import bm25
 from ragline.retrieve.fusion import Candidate
 from ragline.store.base import DocRecord, StoreError, StoreStats
 from ragline.types import Chunk, Hit
@@ -120,6 +121,9 @@ class LanceStore:
                     f"makes {dim}; re-run `ragline ingest` to re-embed, or point RAGLINE_HOME elsewhere"
                 )
         self._where_rows: OrderedDict = OrderedDict()  # (version, where) -> matching row ids, for exact search
+        # BM25 under a scope (docs/adr/0006): texts analyzed by content hash, a term table per version
+        self._analyses = bm25.Analyses()
+        self._terms: tuple | None = None  # (table version, bm25.TermTable)
         for table in (self._chunks, self._docs):  # indexes from before document ACLs: readable by everyone
             if table is not None and "acl" not in table.schema.names:
                 table.add_columns({"acl": "make_array('*')"})
@@ -433,18 +437,77 @@ class LanceStore:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [Candidate(int(row_ids[i]), doc_ids[i], float(scores[i])) for i in top]
 
-    def sparse_candidates(self, query: str, k: int, where: str | None = None) -> list[Candidate]:
+    def sparse_candidates(self, query: str, k: int, where: str | None = None,
+                          scope: str | None = None) -> list[Candidate]:
+        """Best chunks by BM25 among those matching ``where``. With ``scope`` (the rows the caller
+        may see), document frequencies, row count and mean length are counted over those rows
+        only; without it, the index's statistics over every row are used (docs/adr/0006)."""
         # BM25 over words: a quoted span would be a phrase query, which needs word positions the
         # index does not keep (and failed with an error); its words are searched as words
         query = query.replace('"', " ")
         if self._chunks is None or not query.strip() or k <= 0:
             return []
+        if scope is not None:
+            return self._sparse_scoped(query, k, where, scope)
         q = self._chunks.search(query, query_type="fts", fts_columns="search_text") \
             .select(["doc_id", "_score"]).with_row_id(True).limit(k)
         if where:
             q = q.where(where, prefilter=True)
         rows = q.to_arrow().to_pylist()
         return [Candidate(r["_rowid"], r["doc_id"], float(r["_score"])) for r in rows]
+
+    # -- BM25 under a scope (docs/adr/0006-sparse-statistics-under-acls.md) ----------------------
+    def _sparse_scoped(self, query: str, k: int, where: str | None, scope: str) -> list[Candidate]:
+        """BM25 with every statistic (row count, mean length, document frequencies) counted over
+        the rows of ``scope``, so rows outside it move neither a score nor the ranking. Scored
+        from a term table of this version's rows built with the index's analyzer."""
+        terms = bm25.query_terms(query)
+        if not terms:
+            return []
+        snapshot = self._ds()  # one table version for every read below
+        visible = self._rows_matching(scope, snapshot)
+        if not len(visible):
+            return []
+        allowed = visible if where is None or where == scope else \
+            np.intersect1d(self._rows_matching(where, snapshot), visible, assume_unique=True)
+        table = self._term_table(snapshot)
+        top = table.search(terms, visible, allowed, k)
+        if not top:
+            return []
+        keys = [key for key, _ in top]
+        at = table.positions[np.searchsorted(table.row_ids, keys)]
+        rows = snapshot[1].take(at.tolist(), columns=["_rowid", "doc_id"]).to_pylist()
+        doc_of = {r["_rowid"]: r["doc_id"] for r in rows}
+        if set(doc_of) != set(keys):  # scan positions disagreed: read by row id
+            doc_of = {r["_rowid"]: r["doc_id"] for r in snapshot[1].to_table(
+                columns=["doc_id"], with_row_id=True, filter=f"_rowid IN ({', '.join(map(str, keys))})").to_pylist()}
+        return [Candidate(key, doc_of[key], score) for key, score in top if key in doc_of]
+
+    def _term_table(self, snapshot: tuple[int, object]) -> bm25.TermTable:
+        """The term table of a table version (cached until the next version). Texts already
+        analyzed for an earlier version (same content hash) are not read again."""
+        version, ds = snapshot
+        cached = self._terms  # one read: another thread may replace it meanwhile
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        t = ds.to_table(columns=["content_hash"], with_row_id=True)
+        hashes = t.column("content_hash").to_pylist()
+
+        def texts(positions: list[int]):
+            found = set()
+            for i in range(0, len(positions), 2000):
+                for r in ds.take(positions[i:i + 2000], columns=["content_hash", "search_text"]).to_pylist():
+                    found.add(r["content_hash"])
+                    yield r["content_hash"], r["search_text"]
+            rest = sorted({hashes[i] for i in positions} - found)  # scan positions disagreed: by hash
+            for i in range(0, len(rest), 500):
+                for r in ds.to_table(columns=["content_hash", "search_text"],
+                                     filter=f"content_hash IN {_sql_list(rest[i:i + 500])}").to_pylist():
+                    yield r["content_hash"], r["search_text"]
+
+        table = bm25.term_table(t.column("_rowid").to_numpy(), hashes, self._analyses, texts)
+        self._terms = (version, table)
+        return table
 
     def fetch(self, keys: Sequence[int]) -> dict[int, Chunk]:
         """Full chunks (text and provenance) for candidate row ids."""
