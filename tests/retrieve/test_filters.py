@@ -228,7 +228,8 @@ def test_deep_nesting_is_a_filter_error():
         parse_filter(" or ".join(["x = 1"] * 1000))
     assert parse_filter("(" * 5000 + "x = 1" + ")" * 5000) == Compare("x", "=", 1)
     long_chain = parse_filter(" or ".join(f"year = {i}" for i in range(399)))
-    assert "year = 398" in compile_filter(" or ".join(f"year = {i}" for i in range(399)), FIELDS)
+    assert compile_filter(" or ".join(f"year = {i}" for i in range(399)), FIELDS) == \
+        "(year IN (" + ", ".join(str(i) for i in range(399)) + "))"
     assert matches(long_chain, {"year": 398}) and not matches(long_chain, {"year": 399})
 
 
@@ -601,3 +602,92 @@ def test_lancedb_runs_compiled_text_with_quoted_columns(lance_db):
     sql = compile_filter('source = "b" and order = 2 and score > 3.14', FIELDS)
     assert '"Source"' in sql and '"order"' in sql
     assert [r["id"] for r in tbl.search().where(sql).limit(10).to_list()] == [1]
+
+
+# --------------------------------------------------------------------------- limits (issue 13)
+# Each of these reached the store before and failed there (an HTTP 500): an integer out of an
+# int32 column's range, or an or-chain that DataFusion's SQL parser refused as too deep.
+
+
+def test_integers_are_range_checked_per_column():
+    from ragline.store.base import FILTER_FIELDS
+
+    assert compile_filter("year = 2147483647 and page >= -2147483648", FILTER_FIELDS)
+    for expr, bad in [("year = 3000000000", "3000000000"), ("page < -2147483649", "-2147483649"),
+                      ("year in [1, 2147483648]", "2147483648"), ("not year != 99999999999", "99999999999")]:
+        with pytest.raises(FilterError, match=rf"integer {bad} is out of range for field '(year|page)' \(32-bit"):
+            compile_filter(expr, FILTER_FIELDS)
+    # a 64-bit field takes what a 32-bit one refuses
+    assert compile_filter("year = 3000000000", FIELDS) == "(year = 3000000000)"
+
+
+def test_integer_with_thousands_of_digits_is_a_filter_error():
+    # int() refuses more than 4,300 digits with a ValueError: never let it escape
+    with pytest.raises(FilterError, match="out of the 64-bit range"):
+        parse_filter("year = " + "9" * 5000)
+    assert parse_filter("year = " + "0" * 5000 + "7") == Compare("year", "=", 7)
+
+
+def test_or_chain_of_equalities_on_one_field_becomes_in():
+    assert compile_filter("year = 1 or year = 2 or year in [3, 1]", FIELDS) == "(year IN (1, 2, 3))"
+    assert compile_filter("year = 1 or type = 'a' or year = 2", FIELDS) == "((year IN (1, 2)) OR (type = 'a'))"
+    # after not is pushed down, != under not is an equality too
+    assert compile_filter("not (year != 1 and year != 2)", FIELDS) == "(year IN (1, 2))"
+    # one equality stays as it was; and-chains are not merged
+    assert compile_filter("year = 1 or type = 'a'", FIELDS) == "((year = 1) OR (type = 'a'))"
+    assert compile_filter("year = 1 and year = 2", FIELDS) == "((year = 1) AND (year = 2))"
+
+
+def test_chains_of_one_operator_render_flat():
+    sql = compile_filter(" and ".join(f"type != 't{i}'" for i in range(100)), FIELDS)
+    assert sql.count("(") == 101 and sql.startswith("((type <> 't0') AND (type <> 't1') AND")
+
+
+def test_nesting_of_groups_is_bounded_with_a_clear_error():
+    from ragline.retrieve.filters import MAX_GROUP_DEPTH
+
+    def nested(levels: int) -> str:
+        expr = "year = 1"
+        for i in range(levels):
+            expr = f"type = 'a' {'and' if i % 2 else 'or'} ({expr})"
+        return expr
+
+    assert compile_filter(nested(MAX_GROUP_DEPTH), FIELDS)
+    deep = rf"nests and/or groups {MAX_GROUP_DEPTH + 1} deep.*at most {MAX_GROUP_DEPTH}"
+    with pytest.raises(FilterError, match=deep):
+        compile_filter(nested(MAX_GROUP_DEPTH + 1), FIELDS)
+
+
+def test_number_of_terms_is_bounded():
+    from ragline.retrieve.filters import MAX_TERMS
+
+    assert parse_filter("year in [" + ", ".join(["1"] * MAX_TERMS) + "]")
+    with pytest.raises(FilterError, match=f"at most {MAX_TERMS} allowed"):
+        parse_filter("year in [" + ", ".join(["1"] * (MAX_TERMS + 1)) + "]")
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        " or ".join(f"year = {i}" for i in range(2000, 2100)),
+        " or ".join(f"type = 't{i}'" for i in range(60)) + " or type is null",
+        " and ".join(f"type != 't{i}'" for i in range(300)),
+        "not (" + " or ".join(f"year = {i}" for i in range(60)) + ")",
+        " or ".join(f"(year = {i} and type != 'x')" for i in range(60)),
+        "year = 2019 or year = 2020 or year in [0] or type = 'pdf' or year is null",
+        "not (year = 2019 or year in [2020, 2021] or draft = true)",
+    ],
+)
+def test_lancedb_runs_long_chains_and_agrees(table, expr):
+    node = parse_filter(expr)
+    assert lance_ids(table, node) == expected_ids(FIXED_ROWS, node), to_sql(node, FIELDS)
+
+
+def test_lancedb_int32_column_gets_only_in_range_literals(lance_db):
+    schema = pa.schema([("id", pa.int64()), ("year", pa.int32())])
+    tbl = lance_db.create_table("int32", pa.Table.from_pydict({"id": [1, 2], "year": [2020, None]}, schema=schema),
+                                mode="overwrite")
+    fields = {"year": Field("year", "year", "int", bits=32)}
+    assert [r["id"] for r in tbl.search().where(compile_filter("year >= -2147483648", fields)).to_list()] == [1]
+    with pytest.raises(FilterError, match="out of range"):
+        compile_filter("year < 2147483648", fields)

@@ -17,12 +17,17 @@ from dataclasses import dataclass, field as dc_field
 from typing import Any, Literal, Mapping, Union
 
 from lark import Lark, Token, Transformer_NonRecursive, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 Value = Union[str, int, float, bool]
 Kind = Literal["str", "int", "float", "bool"]
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 400  # and/or/not nesting; keeps to_sql and matches clear of the recursion limit
+# Nesting of and/or groups in the SQL (a chain of one operator is one group): DataFusion's SQL
+# parser refuses about 20 levels of alternating groups, and the store wraps a filter in its own
+# clauses (the ACL prefilter), so a filter keeps well inside that.
+MAX_GROUP_DEPTH = 12
+MAX_TERMS = 4096  # predicates plus list values: bounds the SQL text and the work of a query
 KEYWORDS = ("and", "or", "not", "in", "contains", "startswith", "is", "null", "true", "false")
 
 
@@ -57,6 +62,7 @@ class Field:
     name: str
     column: str
     kind: Kind
+    bits: Literal[32, 64] = 64  # an int column's width: a literal outside its range is refused
 
 
 def _pos():
@@ -175,7 +181,9 @@ def _value(tok: Token) -> Value:
     if tok.type in ("TRUE", "FALSE"):
         return tok.type == "TRUE"
     if re.fullmatch(r"[+-]?\d+", tok):
-        v = int(tok)
+        # sized before int(), which refuses more than 4,300 digits with a ValueError
+        digits = tok.lstrip("+-").lstrip("0") or "0"
+        v = (-1 if tok.startswith("-") else 1) * (int(digits) if len(digits) <= 19 else INT64_MAX + 1)
         if abs(v) > INT64_MAX:
             raise FilterError(f"integer {tok} is out of the 64-bit range", pos=tok.start_pos)
         return v
@@ -227,19 +235,24 @@ def parse_filter(expr: str) -> Node:
         err = e.orig_exc
         if isinstance(err, FilterError):
             raise FilterError(err.reason, expr, err.pos) from None
-        raise
+        raise FilterError(f"cannot read this filter ({type(err).__name__})", expr) from None
     except UnexpectedInput as e:
         at_end = getattr(e, "token", None) is None or e.token.type == "$END"
         pos = e.pos_in_stream if isinstance(e, UnexpectedCharacters) or not at_end else len(expr)
         raise FilterError(_syntax_reason(e), expr, pos) from None
-    level, depth = [(node, 1)], 0
+    except (LarkError, RecursionError) as e:  # any other parser failure is still a bad filter
+        raise FilterError(f"cannot read this filter ({type(e).__name__})", expr) from None
+    level, depth, terms = [(node, 1)], 0, 0
     while level:
         n, d = level.pop()
         depth = max(depth, d)
+        terms += len(n.values) if isinstance(n, InList) else 0 if isinstance(n, (And, Or, Not)) else 1
         level.extend((c, d + 1) for c in (getattr(n, a, None) for a in ("left", "right", "operand")) if c)
     if depth > MAX_DEPTH:
         raise FilterError(f"filter nests and/or/not {depth} deep; at most {MAX_DEPTH} allowed "
                           "(use 'in [...]' instead of long or-chains)", expr)
+    if terms > MAX_TERMS:
+        raise FilterError(f"filter has {terms} comparisons and list values; at most {MAX_TERMS} allowed", expr)
     return node
 
 
@@ -283,6 +296,9 @@ def _check(node: Node, fields: Mapping[str, Field]) -> Field:
                     "bool": "true or false"}[f.kind]
             raise FilterError(f"field '{f.name}' is {f.kind} but {_lit(v)} is a {got}; "
                               f"expected {want}", pos=node.pos)
+        if f.kind == "int" and not -(2 ** (f.bits - 1)) <= v < 2 ** (f.bits - 1):
+            raise FilterError(f"integer {v} is out of range for field '{f.name}' ({f.bits}-bit: "
+                              f"{-(2 ** (f.bits - 1))} to {2 ** (f.bits - 1) - 1})", pos=node.pos)
     return f
 
 
@@ -319,25 +335,96 @@ def to_sql(node: Node, fields: Mapping[str, Field], dialect: Literal["lance", "p
     ``x <> 1``), which is exact under SQL's three-valued logic, and in the
     lance dialect ``not in`` becomes a chain of ``<>``. Together these keep
     DataFusion's IN-list rewrites (which fold ``x IN ()`` to FALSE, and
-    ``x NOT IN ()`` to TRUE, even for NULL x) from changing which rows match."""
+    ``x NOT IN ()`` to TRUE, even for NULL x) from changing which rows match.
+
+    A chain of one operator is rendered flat (``a OR b OR c``, not nested pairs),
+    and equalities on one field joined by ``or`` become one ``IN`` list (the same
+    rows, NULL included), since DataFusion's parser refuses deeply nested SQL; the
+    and/or groups that remain may nest MAX_GROUP_DEPTH deep."""
     if dialect not in ("lance", "postgres"):
         raise FilterError(f"unknown SQL dialect {dialect!r}; expected 'lance' or 'postgres'")
-    return _sql(node, fields, dialect, False)
+    tree = _flatten(node, False)
+    depth = _group_depth(tree)
+    if depth > MAX_GROUP_DEPTH:
+        raise FilterError(f"filter nests and/or groups {depth} deep (alternating 'and' and 'or' in parentheses); "
+                          f"at most {MAX_GROUP_DEPTH} allowed")
+    return _render(tree, fields, dialect)
 
 
-def _sql(node: Node, fields: Mapping[str, Field], dialect: str, neg: bool) -> str:
+@dataclass
+class _Group:
+    """A flat chain of one operator, after ``not`` was pushed down: ``word`` is AND or OR."""
+
+    word: str
+    parts: list[Union[_Group, tuple[Node, bool]]]  # groups, or (predicate, negated) leaves
+
+
+def _flatten(node: Node, neg: bool) -> Union[_Group, tuple[Node, bool]]:
     if isinstance(node, Not):
-        return _sql(node.operand, fields, dialect, not neg)
+        return _flatten(node.operand, not neg)
     if isinstance(node, (And, Or)):
         word = "AND" if isinstance(node, And) != neg else "OR"
-        return f"({_sql(node.left, fields, dialect, neg)} {word} {_sql(node.right, fields, dialect, neg)})"
-    col = _ident(_check(node, fields).column)
+        left, right = _flatten(node.left, neg), _flatten(node.right, neg)
+        # a left-deep chain hands its own fresh list on: linear, not quadratic, in its length
+        parts = left.parts if isinstance(left, _Group) and left.word == word else [left]
+        parts.extend(right.parts if isinstance(right, _Group) and right.word == word else [right])
+        return _Group(word, parts)
+    return node, neg
+
+
+def _group_depth(tree: Union[_Group, tuple[Node, bool]]) -> int:
+    if not isinstance(tree, _Group):
+        return 0
+    return 1 + max((_group_depth(p) for p in tree.parts), default=0)
+
+
+def _render(tree: Union[_Group, tuple[Node, bool]], fields: Mapping[str, Field], dialect: str) -> str:
+    if not isinstance(tree, _Group):
+        node, neg = tree
+        return _predicate(node, _check(node, fields), dialect, neg)
+    out: list[str | None] = []
+    equal: dict[str, tuple[Field, int, list[tuple[Node, bool]]]] = {}  # field -> (Field, slot in out, leaves)
+    for part in tree.parts:
+        if isinstance(part, _Group):
+            out.append(_render(part, fields, dialect))
+            continue
+        node, neg = part
+        f = _check(node, fields)
+        if tree.word != "OR" or _equalities(node, neg) is None:
+            out.append(_predicate(node, f, dialect, neg))
+        elif node.field in equal:
+            equal[node.field][2].append(part)
+        else:
+            equal[node.field] = (f, len(out), [part])
+            out.append(None)
+    for f, slot, leaves in equal.values():
+        if len(leaves) == 1:
+            out[slot] = _predicate(leaves[0][0], f, dialect, leaves[0][1])
+        else:
+            values = tuple(v for node, neg in leaves for v in _equalities(node, neg) or ())
+            out[slot] = _predicate(InList(f.name, values), f, dialect, False)
+    kept = [s for s in out if s is not None]
+    return kept[0] if len(kept) == 1 else "(" + f" {tree.word} ".join(kept) + ")"
+
+
+def _equalities(node: Node, neg: bool) -> tuple[Value, ...] | None:
+    """The values a predicate tests its field to equal (``=``, or ``in``, after negation),
+    else None: or-ed together they make one IN list."""
+    if isinstance(node, Compare) and node.op == ("!=" if neg else "="):
+        return (node.value,)
+    if isinstance(node, InList) and node.negated == neg:
+        return node.values
+    return None
+
+
+def _predicate(node: Node, f: Field, dialect: str, neg: bool) -> str:
+    col = _ident(f.column)
     if isinstance(node, Compare):
         op = _NEGATED_OP[node.op] if neg else node.op
         return f"({col} {'<>' if op == '!=' else op} {_lit(node.value)})"
     if isinstance(node, InList):
         if node.negated == neg:
-            return f"({col} IN ({', '.join(_lit(v) for v in node.values)}))"
+            return f"({col} IN ({', '.join(_lit(v) for v in dict.fromkeys(node.values))}))"
         if dialect == "postgres":
             return f"({col} NOT IN ({', '.join(_lit(v) for v in node.values)}))"
         return "(" + " AND ".join(f"{col} <> {_lit(v)}" for v in dict.fromkeys(node.values)) + ")"

@@ -19,6 +19,14 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
+# Sent with every response (limits.SecurityHeaders; here for the 500 answer, which is written
+# outside the middleware): no page of this server may be framed by another site (clickjacking),
+# and no URL of it (tenant, collection and document names) leaks to other sites as a referrer.
+FRAME_ANCESTORS = "frame-ancestors 'none'"
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+                    "Content-Security-Policy": FRAME_ANCESTORS}
+
+
 def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
@@ -59,4 +67,5 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _internal(req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", req.method, req.url.path)
-        return error_response(500, "internal", "the server failed on this request; the error is in its log")
+        return error_response(500, "internal", "the server failed on this request; the error is in its log",
+                              SECURITY_HEADERS)

@@ -1,17 +1,102 @@
-"""Request size limits (an ASGI middleware) and per-key rate limits (token buckets)."""
+"""ASGI middleware that acts before a route reads anything (key check, body size limits,
+security headers), and per-key rate limits (token buckets)."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from typing import Callable
 
-from ragline.serve.errors import error_body
+import anyio
+
+from ragline.serve.errors import FRAME_ANCESTORS, SECURITY_HEADERS, error_body
+
+# What a key check answers: None for a valid key, else (error code, message) for the 401.
+KeyCheck = Callable[[str], "tuple[str, str] | None"]
+
+
+def _header(scope, name: bytes) -> str:
+    """The first value of a request header (as Starlette's ``request.headers.get`` reads it)."""
+    for k, v in scope.get("headers") or []:
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return ""
+
+
+def presented_key(scope) -> str:
+    """The API key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
+    auth = _header(scope, b"authorization")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else _header(scope, b"x-api-key").strip()
+
+
+async def _json(send, status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """A complete JSON error answer; the connection closes, since the body may be unread."""
+    body = json.dumps(error_body(code, message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class KeyFirst:
+    """Answers 401 to an API request (``/v1``) without a valid key before anything reads its
+    body. Otherwise a client with no key could make the server read, and the form parser spool
+    to disk, a body of up to ``serve.max_request_mb`` before hearing no. Only the key's
+    validity is checked here; who the caller is and what it may do is decided by the route."""
+
+    def __init__(self, app, check: KeyCheck, prefix: str = "/v1") -> None:
+        self.app, self.check, self.prefix = app, check, prefix
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            # the check reads the control database: off the event loop
+            problem = await anyio.to_thread.run_sync(self.check, presented_key(scope))
+            if problem is not None:
+                return await _json(send, 401, *problem, ((b"www-authenticate", b"Bearer"),))
+        return await self.app(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every response: no page may be framed (``X-Frame-Options``
+    and CSP ``frame-ancestors``, added to a route's own policy), no URL is sent on as a
+    referrer, no type is sniffed."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.fixed = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                      if k.lower() != "content-security-policy"]
+        self.names = {k for k, _ in self.fixed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers, csp = [], None
+                for k, v in message.get("headers") or []:
+                    name = bytes(k).lower()
+                    if name == b"content-security-policy":
+                        csp = bytes(v)
+                    elif name not in self.names:
+                        headers.append((k, v))
+                if csp is None:
+                    csp = FRAME_ANCESTORS.encode()
+                elif b"frame-ancestors" not in csp:
+                    csp = csp.rstrip(b"; ") + b"; " + FRAME_ANCESTORS.encode()
+                message = {**message, "headers": [*headers, *self.fixed, (b"content-security-policy", csp)]}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
 
 
 class BodyLimit:
     """Refuses bodies over the limit with 413, by Content-Length up front or by counting the
-    bytes of a body sent without one; JSON bodies have a smaller limit than uploads."""
+    bytes of a body sent without one. Only ``multipart/form-data`` (uploads) gets the upload
+    limit; every other body, whatever its content type says (``application/x+json``,
+    ``text/plain``, none), gets the JSON limit, since a route parses any of them as JSON."""
 
     def __init__(self, app, max_bytes: int, max_json_bytes: int) -> None:
         self.app, self.max_bytes, self.max_json = app, max_bytes, max_json_bytes
@@ -21,7 +106,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         ctype = headers.get(b"content-type", b"").decode("latin-1").lower()
-        limit = self.max_json if ctype.startswith("application/json") else self.max_bytes
+        limit = self.max_bytes if ctype.split(";")[0].strip() == "multipart/form-data" else self.max_json
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -65,11 +150,7 @@ class BodyLimit:
     @staticmethod
     async def _refuse(send, limit: int) -> None:
         size = f"{limit / 2**20:.1f} MiB" if limit >= 2**20 else f"{limit / 1024:.0f} KiB"
-        body = json.dumps(error_body("too_large", f"the request body is larger than the limit of {size}")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await _json(send, 413, "too_large", f"the request body is larger than the limit of {size}")
 
 
 class _TooLarge(Exception):
