@@ -81,6 +81,12 @@ class LLMSettings(BaseModel):
 class IngestSettings(BaseModel):
     max_file_mb: float = Field(50.0, gt=0)
     batch_docs: int = Field(64, ge=1, description="documents per write batch (bounds memory)")
+    batch_chunks: int = Field(512, ge=1, description="a batch commits once it holds this many chunks")
+    # each file is parsed in a worker process that is killed past these limits (the file fails);
+    # 0 workers parses in the ingesting process, without limits (tests, debugging)
+    parse_workers: int = Field(1, ge=0, le=1)
+    parse_timeout_s: float = Field(120.0, gt=0)
+    parse_memory_mb: int = Field(2048, ge=256, description="address-space limit of the parse worker")
 
 
 class ServeSettings(BaseModel):
@@ -97,6 +103,9 @@ class ServeSettings(BaseModel):
     rate_limit_burst: int = Field(60, ge=1)
     llm_timeout_s: float = Field(60.0, gt=0, description="an ask gives up on the LLM after this long")
     answer_cache_size: int = Field(256, ge=0, description="cached answers per collection (0: off)")
+    # background jobs (serve/jobs.py): tenants are served in turn, one job per tenant and lane
+    job_workers: int = Field(2, ge=1, le=16, description="jobs (uploads, evaluations) run at once")
+    max_jobs_per_tenant: int = Field(20, ge=1, description="jobs queued or running per tenant; more answer 429")
 
 
 class Settings(BaseSettings):

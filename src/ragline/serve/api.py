@@ -34,8 +34,8 @@ from ragline.retrieve.filters import FilterError
 from ragline.serve.collections import Collection, registered_files, safe_filename
 from ragline.serve.control import ControlDB, ControlError, KeyInfo
 from ragline.serve.errors import ApiError, install as install_errors
-from ragline.serve.jobs import Job, JobRunner
-from ragline.serve.limits import BodyLimit, RateLimiter
+from ragline.serve.jobs import Job, JobCancelled, JobLimitError, JobRunner
+from ragline.serve.limits import BodyLimit, KeyFirst, RateLimiter, SecurityHeaders
 from ragline.store.base import DocRecord
 from ragline.types import Answer, Hit, content_hash
 
@@ -131,7 +131,7 @@ class Server:
         self.control = ControlDB(self.data / "control.sqlite")
         self.admin_key_file: Path | None = None
         self._set_up_admin(settings.serve.admin_key)
-        self.jobs = JobRunner()
+        self.jobs = JobRunner(settings.serve.job_workers, settings.serve.max_jobs_per_tenant)
         self.limiter = RateLimiter(settings.serve.rate_limit_per_minute, settings.serve.rate_limit_burst)
         self._collections: dict[tuple[str, str], Collection] = {}
         self._lock = threading.Lock()
@@ -218,6 +218,8 @@ def doc_json(col: Collection, rec: DocRecord, text: bool = False) -> dict:
     out = {"id": rec.doc_id, "name": col.display(rec.source), "type": rec.type, "title": rec.title,
            "year": rec.year, "chunks": rec.n_chunks, "size": rec.size, "acl": list(rec.acl),
            "updated": rec.mtime}
+    if '"injection"' in rec.metadata and (json.loads(rec.metadata).get("injection") or {}).get("flagged"):
+        out["flags"] = ["instruction-like text"]  # aimed at a model: docs/security-injection.md
     if text:
         out["text"] = rec.text
         out["sections"] = json.loads(rec.sections)
@@ -244,13 +246,28 @@ def answer_json(col: Collection, question: str, answer: Answer) -> dict:
 # --------------------------------------------------------------------------- the app
 def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     server = Server(settings)
-    app = FastAPI(title="ragline", version=_version(), docs_url="/docs", redoc_url=None,
+    # no Swagger UI: FastAPI's loads its scripts from a CDN (a floating version, no integrity hash)
+    app = FastAPI(title="ragline", version=_version(), docs_url=None, redoc_url=None,
                   description="Retrieval-augmented generation over your documents, per tenant and collection, "
                               "with document-level access control. Errors are JSON: {\"error\": {\"code\", \"message\"}}.")
     app.state.server = server
     install_errors(app)
     sv = settings.serve
     app.add_middleware(BodyLimit, max_bytes=int(sv.max_request_mb * 2**20), max_json_bytes=int(sv.max_json_kb * 1024))
+
+    def key_problem(key: str) -> tuple[str, str] | None:
+        """Whether a request's key is valid at all, checked before its body is read (KeyFirst,
+        outside BodyLimit: a 401 comes before a 413); ``caller`` decides who it is."""
+        if not key:
+            return "unauthorized", "an API key is required: 'Authorization: Bearer <key>'"
+        if server.control.is_admin(key):
+            return None
+        info = server.control.authenticate(key)
+        if info is None:
+            return "unauthorized", "the API key is not valid"
+        return ("key_revoked", "the API key has been revoked") if info.revoked else None
+
+    app.add_middleware(KeyFirst, check=key_problem)
     if warm:
         threading.Thread(target=server.warm_up, name="ragline-warm-up", daemon=True).start()
     else:
@@ -423,6 +440,10 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             names = {str(final): name for _, final, name in staged}
             paths = []
             with col.write_lock:  # uploads take their final names one writer at a time
+                if job.stopping():  # cancelled while it waited for the lock: nothing moved, nothing indexed
+                    discard()
+                    job.report = {"not_processed": [name for _, _, name in staged]}
+                    return
                 for tmp, final, name in staged:
                     if tmp is not None:
                         final.parent.mkdir(parents=True, exist_ok=True)
@@ -437,16 +458,58 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
                         job.errors.append({"file": names[data["path"]], "reason": data.get("reason", "failed")})
                     else:
                         job.documents.append(doc_id_for(data["path"]))
+                # a cancel stops the run here, after a file's outcome or a commit; what was committed stays
+                if kind == "batch" or (kind == "file" and data.get("status") in ("skipped", "failed")):
+                    job.check()
 
-            report = col.ingest(paths, acl, on_event)
+            try:
+                report = col.ingest(paths, acl, on_event)
+            except JobCancelled:
+                stop_ingest(col, job, staged)
+                raise
             for f in report.failed:  # files that never reached on_event (missing, unreadable)
                 if f.path in names and not any(e["file"] == names[f.path] for e in job.errors):
                     job.errors.append({"file": names[f.path], "reason": f.reason})
                     job.done += 1
             job.done = len(job.files)
             job.report = {k: v for k, v in report.as_dict().items() if k not in ("failed",)}
+            job.report["flagged"] = [names.get(p, col.display(p)) for p in report.flagged]
 
-        return server.jobs.submit(job, work)
+        def discard() -> None:  # cancelled before it ran: the staged uploads go
+            for tmp, _, _ in staged:
+                if tmp is not None:
+                    shutil.rmtree(tmp.parent, ignore_errors=True)
+
+        return queue_job(job, work, discard)
+
+    def stop_ingest(col: Collection, job: Job, staged: list[tuple[Path | None, Path, str]]) -> None:
+        """A cancelled run stopped before its last step: make what it committed searchable, and
+        remove the uploaded originals it never indexed (the job lists them as not processed)."""
+        with col.write_lock:
+            col.store.finish()
+            left = []
+            for tmp, final, name in staged:
+                if doc_id_for(str(final)) in job.documents or any(e["file"] == name for e in job.errors):
+                    continue
+                left.append(name)
+                if tmp is not None and col.document(doc_id_for(str(final)), None) is None:
+                    final.unlink(missing_ok=True)
+        job.report = {"not_processed": left}
+
+    def queue_job(job: Job, work, discard=None) -> Job:
+        try:
+            return server.jobs.submit(job, work, discard)
+        except JobLimitError as exc:
+            if discard is not None:
+                discard()
+            raise ApiError(429, "too_many_jobs", str(exc), {"Retry-After": "5"}) from None
+
+    def job_room(tenant: str) -> None:
+        """429 before an upload is staged when the tenant has serve.max_jobs_per_tenant jobs already."""
+        try:
+            server.jobs.admit(tenant)
+        except JobLimitError as exc:
+            raise ApiError(429, "too_many_jobs", str(exc), {"Retry-After": "5"}) from None
 
     def check_writer(who: Caller, acl: tuple[str, ...] | None) -> None:
         """A caller may create only documents it can read itself: the ACL must name one of its
@@ -477,6 +540,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
                                who: Caller = Depends(tenant_caller)) -> dict:
         col = server.collection(tenant, collection)
         ready()
+        job_room(tenant)
         try:
             acl_t = parse_list(acl) if acl is not None else None
         except ACLError as exc:
@@ -497,7 +561,8 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             if name in seen:
                 rejected.append({"file": name, "reason": "the same name twice in one upload"})
                 continue
-            final = col.upload_path(name)
+            # never a document the caller cannot read: it decides nothing (Collection.upload_path)
+            final = await run_in_threadpool(col.upload_path, name, who.principals)
             await run_in_threadpool(check_replace, col, who, final)
             tmp_dir = stage_root / secrets.token_hex(8)
             tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -537,11 +602,12 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             if not path.exists():
                 rejected.append({"file": p, "reason": "not found on the server"})
                 continue
+            col.register_root(path)  # its documents show as "<folder>/sub/file", not server paths
             for f, reason in registered_files(path):
                 if reason is not None:  # e.g. a symlink out of the folder: refused and reported
-                    rejected.append({"file": str(f), "reason": reason})
+                    rejected.append({"file": col.display(str(f)), "reason": reason})
                 elif f.suffix.lower() in SUPPORTED_EXTENSIONS:
-                    staged.append((None, f, str(f)))
+                    staged.append((None, f, col.display(str(f))))
         if not staged:
             raise ApiError(400, "no_files", "no supported file at the given paths"
                            + "".join(f"; {r['file']}: {r['reason']}" for r in rejected))
@@ -605,6 +671,21 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
         if job is None or job.collection != collection or not job_visible(who, job):
             raise ApiError(404, "not_found", f"no job '{job_id}'")
         return job.public()
+
+    @app.post("/v1/tenants/{tenant}/collections/{collection}/jobs/{job_id}/cancel", tags=["jobs"],
+              responses={202: {"description": "running: it stops at its next file or item"}})
+    def cancel_job(tenant: str, collection: str, job_id: str, _: Collection = Depends(collection_of),
+                   who: Caller = Depends(tenant_caller)) -> JSONResponse:
+        """Cancel an upload or an evaluation: a queued one at once (200, "cancelled"); a running one
+        stops at its next file or item and keeps what it finished (202; poll the job)."""
+        job = server.jobs.get(tenant, job_id)
+        if job is None or job.collection != collection or not job_visible(who, job):
+            raise ApiError(404, "not_found", f"no job '{job_id}'")
+        outcome = server.jobs.cancel(job)
+        if outcome == "finished":
+            raise ApiError(409, "job_finished", f"job '{job_id}' has already finished ({job.status}); "
+                                                "there is nothing to cancel")
+        return JSONResponse(job.public(), status_code=200 if outcome == "cancelled" else 202)
 
     # -- query and ask -------------------------------------------------------------------------
     def search(col: Collection, who: Caller, text: str, k: int, mode, flt, documents: bool) -> list[Hit]:
@@ -727,34 +808,36 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             def progress(n: int) -> None:
                 job.done = n
 
-            result = evaluate_answers(items, scoped, generator(col), OfflineJudge(server.embedder), k=body.k,
-                                      mode=body.mode, progress=progress)
-            data = {"id": job.id, "created": time.time(), "judge": result.judge, "k": result.k, "mode": result.mode,
+            def until_cancelled():  # a cancel stops the run between items; the answered ones are kept
+                for it in items:
+                    if job.stopping():
+                        return
+                    yield it
+
+            result = evaluate_answers(until_cancelled(), scoped, generator(col),  # type: ignore[arg-type]
+                                      OfflineJudge(server.embedder), k=body.k, mode=body.mode, progress=progress)
+            if not result.items:  # cancelled before its first item: nothing to keep
+                return
+            data = {"id": job.id, "created": time.time(), "cancelled": job.stopped_early,
+                    "judge": result.judge, "k": result.k, "mode": result.mode,
                     "principals": None if who.principals is None else list(who.principals),
                     "counts": result.counts, "answers": result.metrics, "retrieval": result.retrieval,
                     "latency_ms": result.latency_ms, "items": [r.as_dict() for r in result.items]}
             for item in data["items"]:
                 item["sources"] = [col.display(x) for x in item.get("sources", [])]
                 item["ranked_documents"] = [col.display(x) for x in item.get("ranked_documents", [])]
-            with col.write_lock:  # no delete between the check and the write (deletes take this lock)
-                if col.write_version != version:
-                    visible = {col.display(r.source) for r in col.documents(who.acl_where)}
-                    gone = sorted({name for it in data["items"] for name in
-                                   [*it.get("sources", []), *it.get("ranked_documents", [])] if name not in visible})
-                    if gone:  # a result quoting a deleted (or no longer readable) document is never kept
-                        job.status = "failed"
-                        job.errors.append({"file": None, "reason": f"{len(gone)} document(s) it cites were deleted "
-                                           "or re-permissioned during the run; run it again"})
-                        return
-                eval_dir(col).mkdir(parents=True, exist_ok=True)
-                tmp = eval_dir(col) / f"{job.id}.tmp"
-                tmp.write_text(json.dumps(data, default=str), "utf-8")
-                os.replace(tmp, eval_dir(col) / f"{job.id}.json")
+            cited = {name for it in data["items"] for name in [*it.get("sources", []), *it.get("ranked_documents", [])]}
+            gone = col.save_result(eval_dir(col) / f"{job.id}.json", data, version, who.acl_where, cited)
+            if gone:  # a result quoting a deleted (or no longer readable) document is never kept
+                job.status = "failed"
+                job.errors.append({"file": None, "reason": f"{len(gone)} document(s) it cites were deleted "
+                                                           "or re-permissioned during the run; run it again"})
+                return
             job.documents = []
             job.report = {"evaluation": job.id}
 
         job.files = [it.id for it in items]
-        submitted = server.jobs.submit(job, work)
+        submitted = queue_job(job, work)
         return {"job": submitted.public(), "evaluation": submitted.id}
 
     def eval_results(col: Collection, who: Caller) -> list[dict]:
@@ -771,7 +854,7 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
 
     @app.get("/v1/tenants/{tenant}/collections/{collection}/evaluations", tags=["evaluations"])
     def list_evaluations(col: Collection = Depends(collection_of), who: Caller = Depends(reader)) -> dict:
-        keep = ("id", "created", "judge", "k", "mode", "counts", "answers", "retrieval", "latency_ms")
+        keep = ("id", "created", "cancelled", "judge", "k", "mode", "counts", "answers", "retrieval", "latency_ms")
         return {"evaluations": [{k: d.get(k) for k in keep} for d in eval_results(col, who)]}
 
     @app.get("/v1/tenants/{tenant}/collections/{collection}/evaluations/{eval_id}", tags=["evaluations"])
@@ -803,6 +886,12 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
         def index() -> FileResponse:
             return FileResponse(UI_DIR / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> dict:
+        return {"openapi": "/openapi.json", "message": "the API is described by its OpenAPI document at "
+                "/openapi.json; open it in any OpenAPI viewer (no interactive docs are served)"}
+
+    app.add_middleware(SecurityHeaders)  # last, so outermost: every response, the 401s and 413s too
     return app
 
 

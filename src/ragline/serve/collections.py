@@ -14,11 +14,13 @@ readers out for its duration, because it removes the table versions readers may 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import stat
 import threading
+import unicodedata
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,14 +74,45 @@ class RWLock:
                 self._cond.notify_all()
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()\-]+")
+_UNSAFE_CHARS = frozenset('<>:"/\\|?*')  # separators, and what Windows or macOS refuse in a name
+_DEVICE_NAMES = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)  # Windows
+_NAME_BYTES = 200  # file systems allow 255 bytes; the rest is room for the hash
+_OWN = ".own"  # files/.own/<hash of principals>/: uploads of callers that could not replace one
+
+
+def _unsafe(ch: str) -> bool:
+    """A character not kept in a stored name: separators and characters file systems refuse,
+    control and format characters (bidi overrides, zero-width marks spoof a shown name),
+    surrogates, unassigned code points, and every space but U+0020."""
+    cat = unicodedata.category(ch)
+    return ch in _UNSAFE_CHARS or cat[0] == "C" or (cat[0] == "Z" and ch != " ")
 
 
 def safe_filename(name: str) -> str:
-    """The last path part of an uploaded name, with anything odd replaced."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    base = _UNSAFE.sub("_", base).strip(". ")
-    return base[:180] or "upload"
+    """The last path part of an uploaded name, made safe to store and to show.
+
+    NFC-normalised (a decomposed é from a Mac and a composed one are one name); letters, marks,
+    digits and punctuation of any script are kept; each run of unsafe characters becomes '_';
+    leading and trailing dots and spaces go. A name that had to change otherwise (or was too
+    long) gets a short hash of the original, so two different names never end up as one stored
+    name and replace each other. Applying it twice changes nothing."""
+    base = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    out: list[str] = []
+    for ch in base:
+        if not _unsafe(ch):
+            out.append(ch)
+        elif not out or out[-1] != "_":
+            out.append("_")
+    safe = "".join(out).strip(". ") or "upload"
+    if _DEVICE_NAMES.fullmatch(safe):
+        safe = "_" + safe
+    if safe == base and len(safe.encode()) <= _NAME_BYTES:
+        return safe
+    tag = content_hash("name:" + base)[:8]
+    stem, ext = (safe[: -len(Path(safe).suffix)], Path(safe).suffix) if 1 < len(Path(safe).suffix) <= 16 else (safe, "")
+    room = _NAME_BYTES - len(ext.encode()) - len(tag) - 1
+    stem = stem.encode()[:room].decode("utf-8", "ignore").rstrip(". ") or "upload"
+    return f"{stem}-{tag}{ext}"
 
 
 class AnswerCache:
@@ -144,17 +177,66 @@ class Collection:
         self.engine.__dict__["store"] = self.store
         self.retriever = Retriever(self.store, embedder, self.settings.retrieve)
         self.write_lock = threading.Lock()
+        self._names_lock = threading.Lock()
         self.rw = RWLock()
         self.answers = AnswerCache(settings.serve.answer_cache_size)
 
     # -- names ------------------------------------------------------------------------------
     def display(self, source: str) -> str:
-        """What a client sees of a source: the uploaded name, or the registered server path."""
-        prefix = str(self.files) + "/"
-        return source[len(prefix):] if source.startswith(prefix) else source
+        """What a client sees of a source, never a path of the server: an upload's (safe)
+        name, or a registered file relative to the folder that was registered
+        (``<folder name>/sub/file.md``; a file registered alone shows its name)."""
+        path = Path(source)
+        if path.is_relative_to(self.files):
+            return path.name
+        for root in self._registered():
+            if path == root:
+                return root.name
+            if path.is_relative_to(root):
+                return f"{root.name}/{path.relative_to(root).as_posix()}"
+        return path.name
 
-    def upload_path(self, filename: str) -> Path:
-        return self.files / safe_filename(filename)
+    def register_root(self, root: Path) -> None:
+        """Remember a registered server folder (or file), so its documents show relative to it."""
+        root = root.resolve()
+        with self._names_lock:
+            known = self._registered()
+            if root in known:
+                return
+            tmp = self.root / "registered.json.tmp"
+            tmp.write_text(json.dumps(sorted(str(r) for r in [*known, root])), "utf-8")
+            os.replace(tmp, self.root / "registered.json")
+            self.__dict__.pop("_roots", None)
+
+    def _registered(self) -> list[Path]:
+        """Registered roots, the longest first (the closest root names a file)."""
+        if "_roots" not in self.__dict__:
+            try:
+                roots = [Path(r) for r in json.loads((self.root / "registered.json").read_text("utf-8"))]
+            except (OSError, ValueError):
+                roots = []
+            self.__dict__["_roots"] = sorted(roots, key=lambda r: len(r.parts), reverse=True)
+        return self.__dict__["_roots"]
+
+    def upload_path(self, filename: str, principals: tuple[str, ...] | None = None) -> Path:
+        """Where an upload of ``filename`` by a caller with ``principals`` is stored (None: the
+        unrestricted admin). It replaces the document of that name the caller can read (an
+        upload of its own first, then the shared one, then another's). If the caller can read
+        none, it becomes a new document in the caller's own folder (``files/.own/<hash of its
+        principals>/``), so a document of that name it cannot read decides nothing: the caller
+        gets the same answer, path and document id whether one exists or not (docs/serve.md)."""
+        from ragline.retrieve.acl import acl_clause
+
+        name = safe_filename(filename)
+        shared = self.files / name
+        scope = None if principals is None else content_hash("\n".join(sorted(principals)))[:16]
+        own = shared if scope is None else self.files / _OWN / scope / name
+        readable = {Path(r.source) for r in self.documents(None if principals is None else acl_clause(principals))
+                    if Path(r.source).is_relative_to(self.files) and Path(r.source).name == name}
+        for candidate in (own, shared, *sorted(readable)):
+            if candidate in readable:
+                return candidate
+        return own
 
     @property
     def write_version(self) -> int:
@@ -186,6 +268,23 @@ class Collection:
             return self.store.count(where)
 
     # -- writes -----------------------------------------------------------------------------
+    def save_result(self, path: Path, data: dict, version: int, where: str | None, cited: set[str]) -> list[str]:
+        """Write a result computed from this collection (an evaluation) as JSON at ``path``, unless
+        a write since ``version`` removed (or hid from ``where``) a document it cites by display
+        name: then nothing is written and those names are returned. Deletes take the write lock,
+        so none lands between the check and the write."""
+        with self.write_lock:
+            if self.write_version != version:
+                visible = {self.display(r.source) for r in self.documents(where)}
+                gone = sorted(n for n in cited if n not in visible)
+                if gone:
+                    return gone
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, default=str), "utf-8")
+            os.replace(tmp, path)
+            return []
+
     def ingest(self, paths: list[Path], acl: tuple[str, ...] | None, on_event=None) -> IngestReport:
         """Index these files with ``acl`` (when the caller gave none, a re-ingested document
         keeps the ACL it has and a new one is readable by everyone). A caller's ACL applies to
@@ -222,7 +321,7 @@ class Collection:
             self.answers.clear()
             for r in recs:
                 path = Path(r.source)
-                if path.parent == self.files and path.exists():
+                if path.is_relative_to(self.files) and path.exists():  # uploads, in files/ or files/.own/
                     path.unlink()
             return len(recs)
 
