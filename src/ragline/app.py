@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 
-from ragline.config import Settings
+from ragline.config import IngestSettings, Settings
 from ragline.embed.base import Embedder
 from ragline.embed.cache import EmbeddingCache
 from ragline.ingest.chunkers import ChunkPlan
@@ -16,6 +16,14 @@ from ragline.ingest.indexer import Indexer
 from ragline.ingest.sync import SourceRegistry, Syncer
 from ragline.retrieve.search import Retriever
 from ragline.store.base import StoreError
+
+
+def ingest_syncer(indexer: Indexer, ingest: IngestSettings, on_event=None, acl_for=None) -> Syncer:
+    """A syncer with every ``[ingest]`` setting applied (batch bounds, file size, parse worker limits)."""
+    from ragline.ingest.worker import ParseLimits
+
+    return Syncer(indexer, ingest.batch_docs, int(ingest.max_file_mb * 2**20), on_event, acl_for,
+                  limits=ParseLimits.from_settings(ingest), batch_chunks=ingest.batch_chunks)
 
 
 class Engine:
@@ -73,8 +81,7 @@ class Engine:
         store = self.open_store(reset_on_dim_change=True)
         self.__dict__["store"] = store
         indexer = Indexer(store, self.embedder, self.cache, self.plan)
-        mb = self.settings.ingest.max_file_mb
-        return Syncer(indexer, self.settings.ingest.batch_docs, int(mb * 2**20), on_event)
+        return ingest_syncer(indexer, self.settings.ingest, on_event)
 
     def record_index_info(self, fingerprint: str) -> None:
         """Remember what the index was last built with (read by `ragline status`)."""

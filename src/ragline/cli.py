@@ -75,8 +75,14 @@ def _emit_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str))
 
 
-def _run(fn):
-    """Turn known errors into one line on stderr and an exit code; no tracebacks for users."""
+def _run(fn, failed_code: int = 1):
+    """Turn known errors into one line on stderr and an exit code; no tracebacks for users.
+
+    ``failed_code`` is the exit code when the command itself fails (the store, the model, an
+    unforeseen error); ingest sets it apart from 1, its "some files failed". An unforeseen error
+    prints its traceback only with RAGLINE_DEBUG=1."""
+    import os
+
     from ragline.embed.base import EmbedError
     from ragline.evaluate.beir import DatasetError
     from ragline.generate.llm import LLMError
@@ -85,15 +91,24 @@ def _run(fn):
 
     try:
         return fn()
+    except (typer.Exit, typer.Abort):
+        raise
     except (UserError, ConfigError, FilterError, DatasetError) as exc:
         err.print("[red]error:[/red] " + escape(str(exc)), markup=True, highlight=False)
         raise typer.Exit(2)
     except (EmbedError, StoreError, LLMError) as exc:
         err.print("[red]error:[/red] " + escape(str(exc)), markup=True, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(failed_code)
     except KeyboardInterrupt:
         err.print("interrupted: everything committed so far is kept; run the command again to finish")
         raise typer.Exit(130)
+    except Exception as exc:
+        if os.environ.get("RAGLINE_DEBUG", "") not in ("", "0"):
+            raise
+        msg = " ".join(str(exc).split()).encode("utf-8", "backslashreplace").decode("utf-8") or "no message"
+        err.print(f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(msg[:300])} (RAGLINE_DEBUG=1 shows "
+                  "the traceback)", markup=True, highlight=False)
+        raise typer.Exit(failed_code)
 
 
 # ---------------------------------------------------------------------------------------- ingest
@@ -151,10 +166,13 @@ def ingest(
                       f"from cache {report.embed_cache_hits}, in {report.seconds:.1f}s")
             for f in report.failed:
                 out.print(f"  [red]failed[/red] {escape(f.path)}: {escape(f.reason)}", markup=True)
+            for path in report.flagged:  # indexed, but worth a look: see docs/security-injection.md
+                out.print(f"  [yellow]flagged[/yellow] {escape(path)}: instruction-like text aimed at a model",
+                          markup=True)
         if not report.ok:
             raise typer.Exit(1)
 
-    _run(go)
+    _run(go, failed_code=2)  # 1 is "some files failed"; 2 "the run itself failed"
 
 
 # ----------------------------------------------------------------------------------------- query

@@ -11,8 +11,10 @@ from typing import Any, Mapping
 
 
 def content_hash(text: str | bytes) -> str:
-    """Stable hash of text or bytes (hex SHA-256, first 32 chars)."""
-    data = text.encode("utf-8") if isinstance(text, str) else text
+    """Stable hash of text or bytes (hex SHA-256, first 32 chars). A lone surrogate (a file name's
+    undecodable byte, via ``os.fsdecode``) is hashed as its UTF-8-style bytes instead of raising;
+    valid text hashes exactly as before."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     return hashlib.sha256(data).hexdigest()[:32]
 
 

@@ -169,9 +169,13 @@ def test_changed_settings_with_files_present_rechunk_without_reparsing(tmp_path,
     make_syncer(tmp_path, embedder, ChunkPlan("recursive", 256)).sync([corpus])
     import ragline.ingest.sync as sync_mod
 
-    def no_parsing(*a, **k):
-        raise AssertionError("a file was re-parsed although its bytes did not change")
+    class NoParsing:  # a parse would fail the file, and the report would show it
+        def parse(self, *a, **k):
+            raise AssertionError("a file was re-parsed although its bytes did not change")
 
-    monkeypatch.setattr(sync_mod, "parse_bytes", no_parsing)
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(sync_mod, "open_parser", lambda limits: NoParsing())
     r = make_syncer(tmp_path, embedder, ChunkPlan("fixed", 64, 8)).sync([corpus])
     assert r.rechunked == 8 and r.replaced == 0 and r.added == 0 and r.failed == []

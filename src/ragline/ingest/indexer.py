@@ -11,7 +11,7 @@ from ragline.embed.base import Embedder
 from ragline.embed.cache import EmbeddingCache, embed_with_cache
 from ragline.ingest.chunkers import ChunkPlan, chunk_document, embed_text
 from ragline.store.base import DocRecord, Store
-from ragline.types import Document, Section
+from ragline.types import Chunk, Document, Section
 
 
 @dataclass
@@ -34,14 +34,22 @@ def document_from_record(rec: DocRecord) -> Document:
 
 
 def record_fields(doc: Document) -> dict:
-    """The parts of a DocRecord that come from the parsed document."""
+    """The parts of a DocRecord that come from the parsed document. A document whose text looks like
+    instructions aimed at a model gets ``metadata["injection"]`` (ingest/injection.py); the scan is
+    redone on every (re)index, so a stale flag does not survive an edit."""
+    from ragline.ingest.injection import detect
+
     year = doc.metadata.get("year")
+    metadata = {k: v for k, v in doc.metadata.items() if k != "injection"}
+    found = detect(doc.text)
+    if found.flagged:
+        metadata["injection"] = found.as_metadata()
     return {
         "title": doc.title,
         "year": int(year) if isinstance(year, (int, float)) or (isinstance(year, str) and year.isdigit()) else None,
         "text": doc.text,
         "sections": json.dumps([asdict(s) for s in doc.sections]),
-        "metadata": json.dumps(dict(doc.metadata), default=str),
+        "metadata": json.dumps(metadata, default=str),
     }
 
 
@@ -52,11 +60,18 @@ class Indexer:
 
     def index(self, items: Sequence[tuple[Document, DocRecord]]) -> BatchResult:
         """Replace the chunks of each (document, record) pair; one atomic commit for the batch."""
-        chunks, records = [], []
-        for doc, rec in items:
-            doc_chunks = chunk_document(doc, rec.doc_id, self.plan, self.embedder.tokenizer, self.embedder.max_tokens)
-            chunks.extend(doc_chunks)
-            records.append(replace(rec, n_chunks=len(doc_chunks), fingerprint=self.fingerprint))
+        return self.write([self.chunk(doc, rec) for doc, rec in items])
+
+    def chunk(self, doc: Document, rec: DocRecord) -> tuple[DocRecord, list[Chunk]]:
+        """The chunks of one document and its record stamped with their count and this index's
+        fingerprint (a separate step, so a caller can bound batches by chunks before embedding)."""
+        chunks = chunk_document(doc, rec.doc_id, self.plan, self.embedder.tokenizer, self.embedder.max_tokens)
+        return replace(rec, n_chunks=len(chunks), fingerprint=self.fingerprint), list(chunks)
+
+    def write(self, prepared: Sequence[tuple[DocRecord, Sequence[Chunk]]]) -> BatchResult:
+        """Embed (through the cache) and store chunked documents; one atomic commit for all of them."""
+        records = [rec for rec, _ in prepared]
+        chunks = [c for _, doc_chunks in prepared for c in doc_chunks]
         texts = [embed_text(c) for c in chunks]
         t0 = time.perf_counter()
         vectors, fresh = embed_with_cache(self.embedder, self.cache, texts)

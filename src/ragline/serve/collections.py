@@ -26,11 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ragline.app import Engine
+from ragline.app import Engine, ingest_syncer
 from ragline.config import Settings
 from ragline.embed.base import Embedder
 from ragline.ingest.indexer import Indexer
-from ragline.ingest.sync import SKIP_DIRS, IngestReport, Syncer, doc_id_for
+from ragline.ingest.sync import SKIP_DIRS, IngestReport, doc_id_for
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.base import DocRecord
 from ragline.types import Hit, content_hash
@@ -300,8 +300,7 @@ class Collection:
                 return tuple(rec.acl) if rec else ("*",)
 
             indexer = Indexer(self.store, self.engine.embedder, self.engine.cache, self.engine.plan)
-            mb = self.settings.ingest.max_file_mb
-            syncer = Syncer(indexer, self.settings.ingest.batch_docs, int(mb * 2**20), on_event, acl_for)
+            syncer = ingest_syncer(indexer, self.settings.ingest, on_event, acl_for)
             try:
                 return syncer.sync(paths, prune=False)
             finally:  # even a failed run may have committed batches
