@@ -19,9 +19,12 @@ from ragline.store.base import StoreError
 
 
 def ingest_syncer(indexer: Indexer, ingest: IngestSettings, on_event=None, acl_for=None) -> Syncer:
-    """A syncer with every ``[ingest]`` setting applied (batch bounds, file size, parse worker limits)."""
+    """A syncer with every ``[ingest]`` setting applied (batch bounds, file size, parse worker limits,
+    and the parsers' caps on text length and decompressed bytes, which the worker inherits)."""
+    from ragline.ingest.parsers.base import configure
     from ragline.ingest.worker import ParseLimits
 
+    configure(max_text_chars=ingest.max_text_chars, max_unpacked_mb=ingest.max_unpacked_mb)
     return Syncer(indexer, ingest.batch_docs, int(ingest.max_file_mb * 2**20), on_event, acl_for,
                   limits=ParseLimits.from_settings(ingest), batch_chunks=ingest.batch_chunks)
 

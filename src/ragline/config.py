@@ -80,6 +80,9 @@ class LLMSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     max_file_mb: float = Field(50.0, gt=0)
+    # what one file may expand to (ingest/parsers/base.py Limits): a file over either fails, never cut short
+    max_text_chars: int = Field(20_000_000, ge=1_000, description="parsed text per file, in characters")
+    max_unpacked_mb: float = Field(256.0, gt=0, description="bytes decompressed from one file (DOCX parts, PDF pages)")
     batch_docs: int = Field(64, ge=1, description="documents per write batch (bounds memory)")
     batch_chunks: int = Field(512, ge=1, description="a batch commits once it holds this many chunks")
     # each file is parsed in a worker process that is killed past these limits (the file fails);

@@ -335,3 +335,21 @@ def test_parse_settings_come_from_the_ingest_section():
     assert isinstance(open_parser(limits), InProcessParser)
     assert isinstance(open_parser(ParseLimits()), WorkerParser)  # the default isolates
     assert open_parser(limits).parse(SURROGATE_VALUE, "/d/a.json", "json").text.count("\ufffd") == 1
+
+
+@pytest.mark.slow
+def test_the_parsers_caps_from_settings_reach_the_worker_in_a_cli_run(tmp_path):
+    """[ingest] max_text_chars, set by the environment, fails an over-long file (in the parse
+    worker) and leaves the short one indexed."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "short.txt").write_text("The heron waits by the reservoir.\n")
+    (src / "long.txt").write_text("The heron waits by the reservoir. " * 200)
+    env = {**os.environ, "RAGLINE_HOME": str(tmp_path / "home"), "RAGLINE_INGEST__MAX_TEXT_CHARS": "1000"}
+    proc = subprocess.run([sys.executable, "-m", "ragline.cli", "ingest", str(src), "--json"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert [(Path(f["path"]).name, f["reason"].split(";")[0]) for f in report["failed"]] == [
+        ("long.txt", "too much text: over 1,000 characters")]
+    assert report["added"] == 1

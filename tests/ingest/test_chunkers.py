@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import random
+import string
+from pathlib import Path
+
 import pytest
 
-from ragline.ingest.chunkers import ChunkPlan, chunk_document, embed_text
+from ragline.ingest.chunkers import CHARS_PER_TOKEN, ChunkPlan, chunk_document, embed_text
+from ragline.ingest.parsers import detect_type, parse_bytes
 from ragline.types import Document, Section
 
 SENT = "The quick brown fox jumps over the lazy dog near the riverbank at dawn. "
@@ -103,3 +109,74 @@ def test_recursive_balances_chunk_sizes(embedder):
     sizes = [tok.count(c.text) for c in chunks]
     assert len(sizes) == 2
     assert min(sizes) > 0.35 * total and max(sizes) <= 254
+
+
+# ---------------------------------------------------------------- long runs and long lines
+
+BLOBS = {
+    "blob.txt": lambda run: f"Before the blob.\n\n{run}\n\nAfter the blob.",
+    "blob.json": lambda run: json.dumps({run: 1, "note": "a key of a megabyte"}),
+    "blob.go": lambda run: f'package main\n\nvar blob = "{run}"\n\nfunc main() {{}}\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOBS))
+@pytest.mark.parametrize("strategy", ["fixed", "recursive", "structure"])
+def test_a_megabyte_without_spaces_is_cut_by_characters(embedder, name, strategy):
+    # one "word" of 1 MB counts as a single unknown token: a token bound alone kept it whole
+    run = "".join(random.Random(7).choices(string.ascii_letters, k=2**20))
+    doc = parse_bytes(BLOBS[name](run).encode(), name, detect_type(Path(name)))
+    plan = ChunkPlan(strategy, 256, 0)
+    chunks = chunk_document(doc, "d", plan, embedder.tokenizer, embedder.max_tokens)
+    bound = 256 * CHARS_PER_TOKEN
+    assert max(len(c.text) for c in chunks) <= bound
+    assert sum(len(c.text) for c in chunks) >= len(run)  # nothing dropped
+    assert run[:bound // 2] in chunks[0].text + chunks[1].text
+    for c in chunks:
+        assert embedder.tokenizer.count(embed_text(c)) <= embedder.max_tokens
+
+
+class _Recording:
+    """The real tokenizer, noting the longest input it was given."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.longest = tok, 0
+
+    def count(self, text: str) -> int:
+        self.longest = max(self.longest, len(text))
+        return self.tok.count(text)
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        self.longest = max(self.longest, len(text))
+        return self.tok.offsets(text)
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "recursive", "structure"])
+def test_a_long_line_is_tokenized_in_bounded_blocks(embedder, strategy):
+    # a fast tokenizer's time and memory grow faster than the input: a 1 MB single-line CSV
+    # took 27 s and 1.2 GB tokenized whole, a 4 MB one 155 s and 5.6 GB
+    rng = random.Random(3)
+    row = ",".join(f"{rng.choice(['alpha', 'beta', 'gamma'])}{i}" for i in range(40_000))
+    doc = parse_bytes(f"a,b\n{row}\n".encode(), "wide.csv", "csv")
+    assert len(doc.text) > 400_000 and "\n" not in doc.text
+    tok = _Recording(embedder.tokenizer)
+    chunks = chunk_document(doc, "d", ChunkPlan(strategy, 256, 32), tok, embedder.max_tokens)
+    assert tok.longest <= 16_384
+    assert len(chunks) > 100
+    assert "column 40000: " in chunks[-1].text
+    for c in chunks[:50]:
+        assert embedder.tokenizer.count(embed_text(c)) <= embedder.max_tokens
+
+
+def test_chunks_find_their_section_among_many(embedder):
+    # 5,000 sections: each chunk's section is found by binary search, not a scan from the start
+    text, sections = "", []
+    for i in range(5_000):
+        start = len(text)
+        text += f"Heading {i}\n\nShort body {i}.\n\n"
+        sections.append(Section(start, len(text), heading_path=(f"Heading {i}",)))
+    doc = _doc(text, sections)
+    chunks = chunk_document(doc, "d", ChunkPlan("recursive", 256, 0), embedder.tokenizer, embedder.max_tokens)
+    for c in chunks[::50]:
+        sec = next(s for s in sections if s.start <= c.start < s.end)
+        assert c.heading_path == sec.heading_path

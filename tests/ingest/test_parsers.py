@@ -512,6 +512,13 @@ def test_unreadable_file(tmp_path, monkeypatch):
         def deny(self):
             raise PermissionError(13, "Permission denied", str(self))
         monkeypatch.setattr(Path, "read_bytes", deny)
+        real_open = os.open
+
+        def deny_open(file, *args, **kwargs):
+            if os.fspath(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+        monkeypatch.setattr(os, "open", deny_open)
     try:
         assert reason_of(lambda: parse_file(path)) == "unreadable: permission denied"
     finally:

@@ -4,10 +4,12 @@ builders that turn a list of cleaned pieces into text plus tiling Sections."""
 from __future__ import annotations
 
 import codecs
+import io
 import re
 import unicodedata
+import zipfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import PurePath
 from urllib.parse import urlparse
@@ -33,6 +35,136 @@ def short(exc: BaseException, limit: int = 160) -> str:
     msg = lines[0].strip() if lines else ""
     text = f"{exc.__class__.__name__}: {msg}" if msg else exc.__class__.__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may expand to. A small file can unpack to far more than
+    its size (a 0.34 MB DOCX held 74 M characters of text), so caps on the
+    bytes read from disk are not enough: a file over one of these fails with
+    the cap in its reason, never cut short silently.
+
+    ``max_unpacked_bytes`` bounds the bytes decompressed from one file's
+    archive members (counted as they come out: the sizes a zip header states
+    may lie); ``max_ratio`` bounds a member's expansion over its compressed
+    size once it is past ``ratio_floor_bytes`` (XML compresses 5-30 times;
+    bombs, hundreds to a thousand times)."""
+
+    max_text_chars: int = 20_000_000
+    max_unpacked_bytes: int = 256 * 2**20
+    max_ratio: float = 200.0
+    ratio_floor_bytes: int = 10 * 2**20
+
+
+LIMITS = Limits()
+
+
+def configure(*, max_text_chars: int | None = None, max_unpacked_mb: float | None = None) -> Limits:
+    """Set the process-wide parse limits (from ``ingest`` settings) and return
+    them; None keeps a value. Call it before parsing, in every process that parses."""
+    global LIMITS
+    changes: dict = {}
+    if max_text_chars is not None:
+        changes["max_text_chars"] = int(max_text_chars)
+    if max_unpacked_mb is not None:
+        changes["max_unpacked_bytes"] = int(max_unpacked_mb * 2**20)
+    LIMITS = replace(LIMITS, **changes)
+    return LIMITS
+
+
+def check_length(n: int) -> None:
+    """ParseError when ``n`` characters of text exceed ``max_text_chars``."""
+    limit = LIMITS.max_text_chars
+    if n > limit:
+        raise ParseError(f"too much text: over {limit:,} characters; raise ingest.max_text_chars")
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+class Unpacker:
+    """Reads members of a zip package (DOCX) within ``LIMITS``: each member's
+    declared size and ratio are checked before it is opened, and the bytes
+    that actually come out are counted while it is read."""
+
+    def __init__(self, data: bytes, kind: str) -> None:
+        self.kind = kind
+        self.limits = LIMITS
+        self.total = 0
+        try:
+            self.zip = zipfile.ZipFile(io.BytesIO(data))
+            self.infos = {info.filename: info for info in self.zip.infolist()}
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+            raise ParseError(f"corrupt {kind}: not a zip archive ({short(exc)})") from None
+
+    def has(self, name: str) -> bool:
+        return name in self.infos
+
+    def _bomb(self, info: zipfile.ZipInfo, size: int, total: int, exact: bool) -> ParseError | None:
+        """The error for member ``info`` at ``size`` bytes out (the file at ``total``), if any."""
+        lim, name = self.limits, info.filename
+        amount = _mb(size) if exact else f"over {_mb(size)}"
+        if total > lim.max_unpacked_bytes:
+            what = (f"expands to {amount}" if size > lim.max_unpacked_bytes
+                    else f"brings what the file unpacks to over {_mb(total)}")
+            return ParseError(f"decompression bomb: {name} {what} "
+                              f"(limit {_mb(lim.max_unpacked_bytes)} per file; raise ingest.max_unpacked_mb)")
+        if size > lim.ratio_floor_bytes and size > lim.max_ratio * max(info.compress_size, 1):
+            return ParseError(f"decompression bomb: {name} expands to {amount} from "
+                              f"{info.compress_size / 1024:.0f} KB (more than {lim.max_ratio:.0f} times)")
+        return None
+
+    def open(self, name: str) -> _MemberReader:
+        """A reader of member ``name``; ParseError if it is missing, encrypted or a bomb."""
+        info = self.infos.get(name)
+        if info is None:
+            raise ParseError(f"corrupt {self.kind}: {name} missing")
+        if info.flag_bits & 0x1:
+            raise ParseError(f"encrypted {self.kind} (password required)")
+        err = self._bomb(info, info.file_size, self.total + info.file_size, exact=True)
+        if err is not None:
+            raise err
+        try:
+            return _MemberReader(self, info, self.zip.open(info))
+        except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError) as exc:
+            raise ParseError(f"corrupt {self.kind}: {short(exc)}") from None
+
+    def read(self, name: str) -> bytes:
+        with self.open(name) as f:
+            return f.read()
+
+
+class _MemberReader(io.RawIOBase):
+    """A zip member stream that counts what it gives out against the limits."""
+
+    def __init__(self, owner: Unpacker, info: zipfile.ZipInfo, raw) -> None:
+        super().__init__()
+        self.owner, self.info, self.raw, self.got = owner, info, raw, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        try:
+            data = self.raw.read(len(buf))
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # bad CRC, truncated stream
+            raise ParseError(f"corrupt {self.owner.kind}: {short(exc)}") from None
+        n = len(data)
+        buf[:n] = data
+        self.got += n
+        self.owner.total += n
+        err = self.owner._bomb(self.info, self.got, self.owner.total, exact=False)
+        if err is not None:
+            raise err
+        return n
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 # ---------------------------------------------------------------- decoding
@@ -216,6 +348,7 @@ def assemble(
     """
     pieces = [(clean(s.text), s) for s in segments]
     pieces = [(t, s) for t, s in pieces if t.strip()]
+    check_length(sum(len(t) + len(sep) for t, _ in pieces) - len(sep))
     parts: list[str] = []
     sections: list[Section] = []
     pos = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from ragline.ingest.clean import normalize_whitespace
-from ragline.ingest.parsers.base import decode_text, line_starts, stem_of, year_of
+from ragline.ingest.parsers.base import check_length, decode_text, line_starts, stem_of, year_of
 from ragline.types import Document, Section
 
 _FRONT_END = re.compile(r"^(---|\.\.\.)[ \t]*$", re.MULTILINE)
@@ -50,6 +50,7 @@ def headings(text: str) -> list[tuple[int, int, str]]:
 
 def parse(data: bytes, source: str) -> Document:
     raw, encoding = decode_text(data)
+    check_length(len(raw))
     text = normalize_whitespace(raw, keep_indent=True)
     starts = line_starts(text)
     found = headings(text)

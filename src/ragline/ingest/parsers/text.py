@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ragline.ingest.clean import dehyphenate, normalize_whitespace
-from ragline.ingest.parsers.base import decode_text, stem_of
+from ragline.ingest.parsers.base import check_length, decode_text, stem_of
 from ragline.types import Document, Section
 
 
 def parse(data: bytes, source: str) -> Document:
     raw, encoding = decode_text(data)
+    check_length(len(raw))
     text = normalize_whitespace(dehyphenate(raw), keep_indent=True)
     return Document(
         source=source,
