@@ -24,16 +24,21 @@ def _hits_text(client, tenant: str, query: str) -> str:
 
 
 # ------------------------------------------------------------------ registered folders and symlinks
-def test_a_symlink_out_of_a_registered_folder_is_refused_and_the_acl_holds(server, tenant_name, tmp_path):
+def _folder_linking_out(tmp_path, marker: str):
+    """A folder to register, holding ``link.md``: a symlink to a secret file outside it."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / "secret.md").write_text(_marker_doc("mksecretout"))
+    (outside / "secret.md").write_text(_marker_doc(marker))
     folder = tmp_path / "registered"
     folder.mkdir()
-    (folder / "inside.md").write_text(_marker_doc("mkinsidein"))
     os.symlink(outside / "secret.md", folder / "link.md")
-    os.symlink(outside, folder / "linkdir")  # a link to a folder is not followed either
+    return folder, outside
 
+
+def test_a_symlink_out_of_a_registered_folder_is_refused_and_the_acl_holds(server, tenant_name, tmp_path):
+    folder, outside = _folder_linking_out(tmp_path, "mksecretout")
+    (folder / "inside.md").write_text(_marker_doc("mkinsidein"))
+    os.symlink(outside, folder / "linkdir")  # a link to a folder is not followed either
     server.tenant(tenant_name)
     server.collection(tenant_name, "docs")
     admin = server.admin()
@@ -58,12 +63,7 @@ def test_a_symlink_out_of_a_registered_folder_is_refused_and_the_acl_holds(serve
 
 
 def test_registering_only_a_symlink_out_is_refused(server, tenant_name, tmp_path):
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "secret.md").write_text(_marker_doc("mksecretonly"))
-    folder = tmp_path / "registered"
-    folder.mkdir()
-    os.symlink(outside / "secret.md", folder / "link.md")
+    folder, _ = _folder_linking_out(tmp_path, "mksecretonly")
     server.tenant(tenant_name)
     server.collection(tenant_name, "docs")
     r = server.admin().post(base(tenant_name) + "/documents/register", json={"paths": [str(folder)]})
