@@ -360,7 +360,12 @@ class LanceStore:
         if cached is not None and cached[2] == self._epoch:
             return cached[0], cached[1]
         epoch, writers = self._epoch, self._writers
-        snapshot = (self._chunks.version, self._chunks.to_lance())
+        # the version is read off the dataset itself: read separately, a commit landing between the
+        # two reads labelled one version's rows with the previous version's number, and caches keyed
+        # by version (the vector matrix, filter row ids) then mixed the two (a racing reader found
+        # no visible row at all)
+        ds = self._chunks.to_lance()
+        snapshot = (ds.version, ds)
         with self._epoch_lock:
             if writers == 0 and self._writers == 0 and epoch == self._epoch:
                 self._dataset = (*snapshot, epoch)
