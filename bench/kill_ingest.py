@@ -164,14 +164,33 @@ def clean_build(versions: dict, states: list[dict], which: range, work: Path, me
     return True
 
 
-def kill_after(args: list[str], env: dict, delay: float) -> tuple[bool, float, int | None, int]:
+def newest_write(folder: Path) -> float:
+    """The newest modification time of any file under ``folder`` (0 if none)."""
+    newest = 0.0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            try:
+                newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime)
+            except OSError:
+                pass
+    return newest
+
+
+def kill_after(args: list[str], env: dict, delay: float,
+               armed_by: Path | None = None) -> tuple[bool, float, int | None, int]:
     """Start ``args`` and, after ``delay`` seconds, SIGKILL its main process (what ``kill -9 PID``
-    does). Returns (finished before the kill, seconds it ran, exit code if it finished, processes
-    of its tree still alive two seconds after the kill; those are then killed too)."""
+    does). With ``armed_by``, the delay counts from the first write under that folder (the store),
+    so the kill lands among the commits, not while the CLI still imports and loads the model.
+    Returns (finished before the kill, seconds it ran, exit code if it finished, processes of its
+    tree still alive two seconds after the kill; those are then killed too)."""
     t0 = time.perf_counter()
+    before = newest_write(armed_by) if armed_by is not None else 0.0
     with open(os.devnull, "wb") as null:
         proc = subprocess.Popen(args, env=env, stdout=null, stderr=null, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(ROOT))
+        if armed_by is not None:
+            while proc.poll() is None and newest_write(armed_by) <= before:
+                time.sleep(0.01)
         try:
             rc = proc.wait(timeout=delay)
             finished = True
@@ -210,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-delay", type=float, default=None,
                     help="kill delays uniform in [0, this] (default: [0.4, 1.1] x the median uninterrupted "
                          "incremental ingest, learnt as the trials go)")
+    ap.add_argument("--batch-docs", type=int, default=2,
+                    help="ingest.batch_docs of the killed runs (default 2: a commit every two files, so writes "
+                         "span the run and a kill lands between or inside commits)")
+    ap.add_argument("--after-write", type=float, default=None,
+                    help="kill delays uniform in [0, this] seconds after the run's first write to the store "
+                         "(default: the learnt delay range; 0 disables the arming)")
     ap.add_argument("--output", type=Path, default=None, help="results JSON (default bench/results/kill-ingest-<date>.json)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args(argv)
@@ -231,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     apply(corpus, {}, states[0]["state"], versions)
     home = work / "home"
     env = cli_env(home)
+    kill_env = {**env, "RAGLINE_INGEST__BATCH_DOCS": str(args.batch_docs)}
     r = run_capped([str(RAGLINE), "ingest", str(corpus), "--json"], env, 1200.0, mem)
     if r.rc != 0:
         log(f"first ingest failed: rc={r.rc} {tail(r.stderr)}")
@@ -260,9 +286,16 @@ def main(argv: list[str] | None = None) -> int:
         old, new = states[t - 1]["state"], states[t]["state"]
         ops = states[t]["ops"]
         apply(corpus, old, new, versions)
-        delay = krng.uniform(0, args.max_delay) if args.max_delay else krng.uniform(0.4 * typical, 1.1 * typical)
+        armed = args.after_write != 0
+        if args.max_delay:
+            delay = krng.uniform(0, args.max_delay)
+        elif armed:  # from the first commit: writes take the last part of a run
+            delay = krng.uniform(0, args.after_write or 0.5 * typical)
+        else:
+            delay = krng.uniform(0.4 * typical, 1.1 * typical)
         marks = {"start": time.perf_counter()}
-        finished, ran, krc, orphans = kill_after([str(RAGLINE), "ingest", str(corpus), "--json"], env, delay)
+        finished, ran, krc, orphans = kill_after([str(RAGLINE), "ingest", str(corpus), "--json"], kill_env, delay,
+                                                 home / "lance" if armed else None)
         if finished and not args.max_delay:
             whole_runs.append(ran)
             typical = sorted(whole_runs)[len(whole_runs) // 2]
