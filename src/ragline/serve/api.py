@@ -255,17 +255,18 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     sv = settings.serve
     app.add_middleware(BodyLimit, max_bytes=int(sv.max_request_mb * 2**20), max_json_bytes=int(sv.max_json_kb * 1024))
 
-    def key_problem(key: str) -> tuple[str, str] | None:
+    def key_problem(key: str) -> tuple[tuple[str, str] | None, KeyInfo | str | None]:
         """Whether a request's key is valid at all, checked before its body is read (KeyFirst,
-        outside BodyLimit: a 401 comes before a 413); ``caller`` decides who it is."""
+        outside BodyLimit: a 401 comes before a 413): (None, "admin" or the key's record), or
+        (the problem, None). ``caller`` takes the record on and decides what it may do."""
         if not key:
-            return "unauthorized", "an API key is required: 'Authorization: Bearer <key>'"
+            return ("unauthorized", "an API key is required: 'Authorization: Bearer <key>'"), None
         if server.control.is_admin(key):
-            return None
+            return None, "admin"
         info = server.control.authenticate(key)
         if info is None:
-            return "unauthorized", "the API key is not valid"
-        return ("key_revoked", "the API key has been revoked") if info.revoked else None
+            return ("unauthorized", "the API key is not valid"), None
+        return (("key_revoked", "the API key has been revoked"), None) if info.revoked else (None, info)
 
     app.add_middleware(KeyFirst, check=key_problem)
     if warm:
@@ -281,14 +282,16 @@ def create_app(settings: Settings, warm: bool = True) -> FastAPI:
             raise ApiError(401, "unauthorized", "an API key is required: 'Authorization: Bearer <key>'",
                            {"WWW-Authenticate": "Bearer"})
         asserted = request.headers.get("x-ragline-principals")
-        if server.control.is_admin(key):
+        checked = request.scope.get("state", {}).get("ragline_key")  # KeyFirst's lookup of this key
+        identity = checked[1] if checked is not None and checked[0] == key else None
+        if identity == "admin" or (identity is None and server.control.is_admin(key)):
             if asserted is not None:  # the admin administers; it never speaks for a user
                 raise ApiError(403, "forbidden", "the admin key cannot assert principals: a trusted upstream uses "
                                                  "an upstream key of its tenant (docs/security.md)")
             read_all = request.headers.get("x-ragline-read-all", "").strip().lower() in ("1", "true", "yes")
             who = Caller(True, "admin", None, None, read_all=read_all)
         else:
-            info: KeyInfo | None = server.control.authenticate(key)
+            info = identity if isinstance(identity, KeyInfo) else server.control.authenticate(key)
             if info is None:
                 raise ApiError(401, "unauthorized", "the API key is not valid", {"WWW-Authenticate": "Bearer"})
             if info.revoked:

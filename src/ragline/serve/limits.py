@@ -13,7 +13,8 @@ import anyio
 from ragline.serve.errors import FRAME_ANCESTORS, SECURITY_HEADERS, error_body
 
 # What a key check answers: None for a valid key, else (error code, message) for the 401.
-KeyCheck = Callable[[str], "tuple[str, str] | None"]
+# a key -> (None, who it is) when valid, else ((code, message), None)
+KeyCheck = Callable[[str], "tuple[tuple[str, str] | None, object]"]
 
 
 def _header(scope, name: bytes) -> str:
@@ -52,9 +53,12 @@ class KeyFirst:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path == self.prefix or path.startswith(self.prefix + "/"):
             # the check reads the control database: off the event loop
-            problem = await anyio.to_thread.run_sync(self.check, presented_key(scope))
+            key = presented_key(scope)
+            problem, identity = await anyio.to_thread.run_sync(self.check, key)
             if problem is not None:
                 return await _json(send, 401, *problem, ((b"www-authenticate", b"Bearer"),))
+            # handed on, so the route resolving the caller does not look the key up again
+            scope.setdefault("state", {})["ragline_key"] = (key, identity)
         return await self.app(scope, receive, send)
 
 
