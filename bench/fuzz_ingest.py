@@ -225,6 +225,21 @@ def list_chunks(home: Path, wall_s: float, mem_bytes: int) -> tuple[list[dict] |
     return None, r
 
 
+def clean_index(folder: Path, home: Path, wall_s: float, mem_bytes: int) -> tuple[list[dict] | None, RunResult]:
+    """Index ``folder`` from scratch in ``home`` and list its chunks (the expected result the
+    campaigns compare with), with the ingest run; None chunks, after saying why, when the build
+    or the listing failed."""
+    r = run_capped([str(RAGLINE), "ingest", str(folder), "--json"], cli_env(home), wall_s, mem_bytes)
+    rep = r.json()
+    if r.cap or rep is None or rep.get("failed"):
+        log(f"clean build failed: rc={r.rc} cap={r.cap} failed={(rep or {}).get('failed')} {tail(r.stderr)}")
+        return None, r
+    chunks, lr = list_chunks(home, 1200.0, mem_bytes)
+    if chunks is None:
+        log(f"listing the clean build failed: rc={lr.rc} {tail(lr.stderr)}")
+    return chunks, r
+
+
 def status(home: Path, wall_s: float, mem_bytes: int) -> tuple[dict | None, RunResult]:
     r = run_capped([str(RAGLINE), "status", "--json"], cli_env(home), wall_s, mem_bytes)
     return r.json(), r
@@ -1098,14 +1113,8 @@ def clean_build(goods: list[Spec], indices: range, work: Path, mem: int, expecte
         (clean / name).write_bytes(goods[i].data)
     log(f"clean build of good files {indices.start}..{indices.stop - 1} ...")
     home = work / "home_clean"
-    r = run_capped([str(RAGLINE), "ingest", str(clean), "--json"], cli_env(home), max(1200.0, len(names) * 10.0), mem)
-    rep = r.json()
-    if r.cap or rep is None or rep.get("failed"):
-        log(f"clean build failed: rc={r.rc} cap={r.cap} failed={(rep or {}).get('failed')} {tail(r.stderr)}")
-        return False
-    chunks, lr = list_chunks(home, 1200.0, mem)
+    chunks, r = clean_index(clean, home, max(1200.0, len(names) * 10.0), mem)
     if chunks is None:
-        log(f"listing the clean build failed: rc={lr.rc} {tail(lr.stderr)}")
         return False
     for c in chunks:
         expected[Path(c["source"]).name][chunk_key(c)] += 1

@@ -40,7 +40,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_ingest import (MB, RAGLINE, ROOT, WORDS, chunk_key, cli_env, code_state, list_chunks,  # noqa: E402
+from fuzz_ingest import (MB, RAGLINE, ROOT, WORDS, chunk_key, clean_index, cli_env, code_state, list_chunks,  # noqa: E402
                          log, nonce, run_capped, sentences, status, tail)
 
 CORPUS = 40
@@ -144,14 +144,8 @@ def clean_build(versions: dict, states: list[dict], which: range, work: Path, me
         return True
     log(f"clean build of {len(paths)} file versions (states {which.start}..{which.stop - 1}) ...")
     home = work / "home_clean"
-    r = run_capped([str(RAGLINE), "ingest", str(clean), "--json"], cli_env(home), 3600.0, mem)
-    rep = r.json()
-    if r.cap or rep is None or rep.get("failed"):
-        log(f"clean build failed: rc={r.rc} cap={r.cap} {tail(r.stderr)}")
-        return False
-    chunks, lr = list_chunks(home, 1200.0, mem)
+    chunks, r = clean_index(clean, home, 3600.0, mem)
     if chunks is None:
-        log(f"listing the clean build failed: {tail(lr.stderr)}")
         return False
     src_key = {v: k for k, v in paths.items()}
     for c in chunks:
