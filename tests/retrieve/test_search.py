@@ -10,7 +10,7 @@ from ragline.config import RetrieveSettings
 from ragline.embed.cache import EmbeddingCache
 from ragline.ingest.chunkers import ChunkPlan
 from ragline.ingest.indexer import Indexer
-from ragline.retrieve.filters import FilterError
+from ragline.filters import FilterError
 from ragline.retrieve.fusion import Candidate, best_per_document, minmax, rrf
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.lance import LanceStore

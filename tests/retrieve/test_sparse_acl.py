@@ -13,8 +13,8 @@ from ragline.config import RetrieveSettings
 from ragline.embed.cache import EmbeddingCache
 from ragline.ingest.chunkers import ChunkPlan
 from ragline.ingest.indexer import Indexer
-from ragline.retrieve import bm25
-from ragline.retrieve.acl import acl_clause
+from ragline.store import bm25
+from ragline.acl import visible_to as acl_clause
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.lance import LanceStore
 

@@ -205,7 +205,7 @@ def test_an_evaluation_citing_a_document_deleted_during_its_run_is_not_kept(coll
     version = collection.write_version
     collection.ingest([tmp_path / "b.md"], ("group:other",))
     out.unlink()
-    from ragline.retrieve.acl import acl_clause
+    from ragline.acl import visible_to as acl_clause
 
     assert collection.save_result(out, {"items": []}, version, acl_clause(["user:x"]), b_only)
     assert not out.exists()

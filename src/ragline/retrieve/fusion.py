@@ -9,14 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Hashable, Mapping, Sequence
 
+from ragline.store.base import Candidate
+
 FLOOR = 1e-6
-
-
-@dataclass(frozen=True)
-class Candidate:
-    key: Hashable  # the backend's handle for the chunk row
-    doc_id: str
-    score: float
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ragline.acl import visible_to
 from ragline.config import RetrieveSettings
 from ragline.embed.base import Embedder
-from ragline.retrieve.acl import acl_clause, and_where
-from ragline.retrieve.filters import compile_filter
-from ragline.retrieve.fusion import Candidate, best_per_document, minmax, rrf, single
-from ragline.store.base import FILTER_FIELDS, Store
+from ragline.filters import FILTER_FIELDS, Node, all_of, compile_filter
+from ragline.retrieve.fusion import best_per_document, minmax, rrf, single
+from ragline.store.base import Candidate, Store
 from ragline.types import Hit
 
 Mode = Literal["dense", "sparse", "hybrid"]
+MODES: tuple[str, ...] = ("hybrid", "dense", "sparse")
+
+
+class QueryError(ValueError):
+    """A retrieval option out of its range (mode, k, aggregation); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -33,13 +38,24 @@ class Retriever:
         self.store, self.embedder, self.settings = store, embedder, settings
 
     def request(self, text: str, **overrides) -> SearchRequest:
+        """A request with the configured defaults for unset options, every option checked here
+        (``QueryError``; a filter that does not parse or fit raises ``FilterError``)."""
         s = self.settings
         values = {"k": s.k, "mode": s.mode, "aggregate": s.aggregate, **{k: v for k, v in overrides.items() if v is not None}}
-        return SearchRequest(text=text, **values)
+        req = SearchRequest(text=text, **values)
+        if req.mode not in MODES:
+            raise QueryError(f"mode must be {', '.join(MODES[:-1])} or {MODES[-1]}, not '{req.mode}'")
+        if req.aggregate not in ("chunk", "document"):
+            raise QueryError(f"aggregate must be chunk or document, not '{req.aggregate}'")
+        if isinstance(req.k, bool) or not isinstance(req.k, int) or req.k < 1:
+            raise QueryError(f"k must be a whole number of at least 1, not {req.k!r}")
+        if req.filter:
+            compile_filter(req.filter, FILTER_FIELDS)
+        return req
 
     def search(self, req: SearchRequest) -> list[Hit]:
         hits, complete = self._search(req)
-        if not complete and hasattr(self.store, "refresh"):
+        if not complete:
             # a write committed between finding candidates and reading them (a compaction renumbers
             # rows): search again on the latest version rather than return a short list
             self.store.refresh()
@@ -50,8 +66,8 @@ class Retriever:
         # a restricted caller's BM25 statistics are counted over what its ACL lets it see, never
         # over every row: the index's global ones told it how many hidden chunks hold a word
         # (docs/adr/0006); None (the local CLI, the admin) keeps the index's own scoring
-        scope = acl_clause(req.principals) if req.principals is not None else None
-        where = and_where(scope, compile_filter(req.filter, FILTER_FIELDS) if req.filter else None)
+        scope = visible_to(req.principals) if req.principals is not None else None
+        where = all_of(scope, compile_filter(req.filter, FILTER_FIELDS) if req.filter else None)
         # fetch more than k: fusion needs depth, and document aggregation collapses chunks
         depth = max(self.settings.candidates, req.k * (3 if req.aggregate == "document" else 1))
         ef = max(self.settings.hnsw_ef, depth)
@@ -79,7 +95,7 @@ class Retriever:
         good = [f for f in top if f.key in rows and rows[f.key].doc_id == f.doc_id]
         return [Hit(rows[f.key], f.score, f.scores) for f in good], len(good) == len(top)
 
-    def _sparse(self, text: str, depth: int, where: str | None, scope: str | None) -> list[Candidate]:
+    def _sparse(self, text: str, depth: int, where: Node | None, scope: Node | None) -> list[Candidate]:
         if scope is None:  # unrestricted: exactly the index's path, nothing added
             return self.store.sparse_candidates(text, depth, where)
         return self.store.sparse_candidates(text, depth, where, scope=scope)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragline.retrieve.acl import principals as valid_principals
+from ragline.acl import principals as valid_principals
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 KEY_KINDS = ("tenant", "upstream")

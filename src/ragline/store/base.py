@@ -1,15 +1,20 @@
-"""The Store protocol: what every storage backend (embedded LanceDB, PostgreSQL) provides."""
+"""The Store protocol: what every storage backend (embedded LanceDB, PostgreSQL, the in-memory
+reference store) provides, and the only way the rest of ragline reaches stored data.
+
+Queries name rows with the neutral filter tree of ``ragline.filters`` (user filters and the ACL
+prefilter alike); each backend renders it in its own language. Every method a caller uses is
+declared here, and ``ragline.testing.store_contract`` is the behaviour each must show.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Hashable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ragline.retrieve.filters import Field
-from ragline.retrieve.fusion import Candidate
-from ragline.types import Chunk, Hit
+from ragline.filters import FILTER_FIELDS, Node  # noqa: F401  (FILTER_FIELDS: where the fields are named)
+from ragline.types import Chunk
 
 
 class StoreError(Exception):
@@ -38,20 +43,14 @@ class DocRecord:
     acl: tuple[str, ...] = ("*",)
 
 
-# Fields a query filter may name (see docs/filters.md).
-FILTER_FIELDS: dict[str, Field] = {
-    f.name: f
-    for f in (
-        Field("source", "source", "str"),
-        Field("type", "type", "str"),
-        Field("title", "title", "str"),
-        Field("year", "year", "int", bits=32),  # int32 columns (store/lance.py)
-        Field("page", "page", "int", bits=32),
-        Field("heading", "heading", "str"),
-        Field("language", "language", "str"),
-        Field("doc_id", "doc_id", "str"),
-    )
-}
+@dataclass(frozen=True)
+class Candidate:
+    """A light search result: the backend's handle for a chunk row, its document, and a score.
+    Fusion works on these, so only the final top k rows are fetched with their text."""
+
+    key: Hashable
+    doc_id: str
+    score: float
 
 
 @dataclass
@@ -66,12 +65,20 @@ class StoreStats:
 
 
 class Store(Protocol):
+    dim: int | None  # the vectors' dimension (None: an empty store opened without one)
+
+    # -- document records --------------------------------------------------------------------
     def documents(self) -> dict[str, DocRecord]:
         """All document records keyed by doc_id (without their parsed text)."""
 
     def get_documents(self, doc_ids: Sequence[str]) -> list[DocRecord]:
-        """Full records, parsed text included."""
+        """Full records, parsed text included; unknown ids are left out."""
 
+    def list_documents(self, where: Node | None = None) -> list[DocRecord]:
+        """Document records (without parsed text) matching ``where``, which names fields of
+        ``ragline.filters.DOCUMENT_FIELDS`` (doc_id, source, type, title, year, acl)."""
+
+    # -- writes ------------------------------------------------------------------------------
     def write(self, docs: Sequence[DocRecord], chunks: Sequence[Chunk], vectors: np.ndarray,
               search_texts: Sequence[str]) -> None:
         """Replace the chunks of ``docs`` with ``chunks`` (one atomic commit), then record ``docs``."""
@@ -79,42 +86,45 @@ class Store(Protocol):
     def write_records(self, docs: Sequence[DocRecord]) -> None:
         """Insert or update document records only."""
 
-    def remove_orphans(self) -> int:
-        """Delete chunks whose document record is gone; returns how many documents' worth."""
-
     def delete(self, doc_ids: Sequence[str]) -> None:
         """Remove documents and all their chunks."""
-
-    def list_documents(self, where: str | None = None) -> list[DocRecord]:
-        """Document records (without parsed text) matching ``where`` (a documents-table clause)."""
 
     def delete_purge(self, doc_ids: Sequence[str]) -> list[str]:
         """Delete documents, chunks and every older version or index entry holding them; returns
         the search texts of the removed chunks (for purging the embedding cache)."""
 
-    def dense_candidates(self, vector: np.ndarray, k: int, where: str | None = None,
-                         ef: int | None = None) -> list[Candidate]:
-        """Nearest chunks by cosine similarity as light candidates, prefiltered by ``where``."""
+    def remaining_texts(self, texts: Sequence[str]) -> set[str]:
+        """Those of ``texts`` that some chunk still has as its search text."""
 
-    def sparse_candidates(self, query: str, k: int, where: str | None = None,
-                          scope: str | None = None) -> list[Candidate]:
-        """Best chunks by BM25 as light candidates, prefiltered by ``where``. With ``scope`` (the
-        rows the caller may see, a clause ``where`` implies), BM25's statistics are counted over
-        those rows only, so no score or rank depends on a row outside it (docs/adr/0006)."""
-
-    def fetch(self, keys: Sequence[Any]) -> dict[Any, Chunk]:
-        """Full chunks for candidate keys (keys missing from the store are left out)."""
-
-    def dense(self, vector: np.ndarray, k: int, where: str | None = None, ef: int | None = None) -> list[Hit]:
-        """Nearest chunks by cosine similarity, prefiltered by ``where``."""
-
-    def sparse(self, query: str, k: int, where: str | None = None) -> list[Hit]:
-        """Best chunks by BM25, prefiltered by ``where``."""
-
-    def count(self, where: str | None = None) -> int:
-        """Chunks matching ``where``."""
+    def remove_orphans(self) -> int:
+        """Delete chunks whose document record is gone; returns how many documents' worth."""
 
     def finish(self) -> None:
-        """Bring secondary indexes up to date after writes (FTS, ANN) and compact."""
+        """Bring secondary indexes up to date after writes (full text, ANN) and compact."""
+
+    # -- search ------------------------------------------------------------------------------
+    def dense_candidates(self, vector: np.ndarray, k: int, where: Node | None = None,
+                         ef: int | None = None) -> list[Candidate]:
+        """Nearest chunks by cosine similarity, best first, prefiltered by ``where`` (a filter
+        never shortens the list below k while k chunks match). ``ef`` is the ANN search depth."""
+
+    def sparse_candidates(self, query: str, k: int, where: Node | None = None,
+                          scope: Node | None = None) -> list[Candidate]:
+        """Best chunks by BM25, best first, prefiltered by ``where``. With ``scope`` (the rows the
+        caller may see, a tree ``where`` implies), BM25's statistics are counted over those rows
+        only, so no score or rank depends on a row outside it (docs/adr/0006)."""
+
+    def fetch(self, keys: Sequence[Any]) -> dict[Any, Chunk]:
+        """Full chunks for candidate keys (keys no longer in the store are left out)."""
+
+    def refresh(self) -> None:
+        """Read the latest committed state (a search whose candidates went stale retries after it)."""
+
+    # -- reading everything --------------------------------------------------------------------
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every chunk, in no particular order."""
+
+    def count(self, where: Node | None = None) -> int:
+        """Chunks matching ``where``."""
 
     def stats(self) -> StoreStats: ...

@@ -18,15 +18,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from ragline.retrieve import bm25
-from ragline.retrieve.fusion import Candidate
-from ragline.store.base import DocRecord, StoreError, StoreStats
-from ragline.types import Chunk, Hit
+from ragline.filters import DOCUMENT_FIELDS, STORE_FIELDS, Node
+from ragline.store import bm25
+from ragline.store.base import Candidate, DocRecord, StoreError, StoreStats
+from ragline.store.sql import render
+from ragline.types import Chunk
 
 CHUNK_COLUMNS = ["id", "doc_id", "source", "type", "title", "year", "page", "heading", "language",
                  "start", "end", "ordinal", "content_hash", "context", "text"]
@@ -63,6 +64,11 @@ def _writes(method):
 
 def _record(row: dict) -> DocRecord:
     return DocRecord(**{**row, "acl": tuple(row.get("acl") or ("*",))})
+
+
+def _where(node: Node | None, documents: bool = False) -> str | None:
+    """A filter tree as Lance (DataFusion) SQL; None for no filter."""
+    return None if node is None else render(node, DOCUMENT_FIELDS if documents else STORE_FIELDS, "lance")
 
 
 def _sql_list(values: Sequence[str]) -> str:
@@ -128,6 +134,19 @@ class LanceStore:
             if table is not None and "acl" not in table.schema.names:
                 table.add_columns({"acl": "make_array('*')"})
 
+    @classmethod
+    def open(cls, path: Path, dim: int, hnsw_m: int = 20, hnsw_ef_construction: int = 300,
+             ann_min_rows: int = 50_000, reset_on_dim_change: bool = False) -> "LanceStore":
+        """The store at ``path``; with ``reset_on_dim_change``, an index built for vectors of
+        another dimension drops its chunks (``drop_vectors``) instead of refusing to open."""
+        try:
+            return cls(path, dim, hnsw_m, hnsw_ef_construction, ann_min_rows)
+        except StoreError:
+            if not reset_on_dim_change:
+                raise
+            cls.drop_vectors(path)
+            return cls(path, dim, hnsw_m, hnsw_ef_construction, ann_min_rows)
+
     @staticmethod
     def drop_vectors(path: Path) -> None:
         """Drop the chunks table after an embedding-model change of dimension. Document records
@@ -146,10 +165,10 @@ class LanceStore:
         table = self._docs.to_lance().to_table(columns=_DOC_LIGHT)
         return {r["doc_id"]: _record(r) for r in table.to_pylist()}
 
-    def list_documents(self, where: str | None = None) -> list[DocRecord]:
+    def list_documents(self, where: Node | None = None) -> list[DocRecord]:
         if self._docs is None:
             return []
-        rows = self._docs.to_lance().to_table(columns=_DOC_LIGHT, filter=where).to_pylist()
+        rows = self._docs.to_lance().to_table(columns=_DOC_LIGHT, filter=_where(where, documents=True)).to_pylist()
         return sorted((_record(r) for r in rows), key=lambda r: r.source)
 
     def get_documents(self, doc_ids: Sequence[str]) -> list[DocRecord]:
@@ -292,10 +311,19 @@ class LanceStore:
             self._docs.optimize()
 
     # -- reads -----------------------------------------------------------------------------
-    def count(self, where: str | None = None) -> int:
+    def count(self, where: Node | None = None) -> int:
+        return self._count(_where(where))
+
+    def _count(self, where: str | None = None) -> int:
         if self._chunks is None:
             return 0
         return int(self._chunks.count_rows(where) if where else self._chunks.count_rows())
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        if self._chunks is None:
+            return
+        for batch in self._ds()[1].to_batches(columns=CHUNK_COLUMNS, batch_size=2048):
+            yield from map(_row_to_chunk, batch.to_pylist())
 
     def has_ann_index(self) -> bool:
         if self._chunks is None:
@@ -306,11 +334,14 @@ class LanceStore:
         return self._ann[1]
 
     # Two phases: light candidates (row id, doc id, score) for fusion, then `fetch` of the
-    # final rows only, with their text. `dense`/`sparse` do both for callers wanting Hits.
-    def dense_candidates(self, vector: np.ndarray, k: int, where: str | None = None,
+    # final rows only, with their text.
+    def dense_candidates(self, vector: np.ndarray, k: int, where: Node | None = None,
                          ef: int | None = None) -> list[Candidate]:
         if self._chunks is None or k <= 0:
             return []
+        return self._dense(vector, k, _where(where), ef)
+
+    def _dense(self, vector: np.ndarray, k: int, where: str | None, ef: int | None) -> list[Candidate]:
         vector = np.asarray(vector, dtype=np.float32)
         ann = self.has_ann_index()
         if not ann:
@@ -328,9 +359,9 @@ class LanceStore:
                 q = q.ef(ef)
             return q.to_arrow().to_pylist()
 
-        exact = not ann or (where is not None and self.count(where) <= EXACT_SEARCH_MAX)
+        exact = not ann or (where is not None and self._count(where) <= EXACT_SEARCH_MAX)
         rows = run(exact)
-        if not exact and len(rows) < k and (not where or self.count(where) > len(rows)):
+        if not exact and len(rows) < k and (not where or self._count(where) > len(rows)):
             rows = run(True)  # the ANN graph missed matches of a selective filter: search exactly
         return [Candidate(r["_rowid"], r["doc_id"], 1.0 - float(r["_distance"])) for r in rows]
 
@@ -442,8 +473,8 @@ class LanceStore:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [Candidate(int(row_ids[i]), doc_ids[i], float(scores[i])) for i in top]
 
-    def sparse_candidates(self, query: str, k: int, where: str | None = None,
-                          scope: str | None = None) -> list[Candidate]:
+    def sparse_candidates(self, query: str, k: int, where: Node | None = None,
+                          scope: Node | None = None) -> list[Candidate]:
         """Best chunks by BM25 among those matching ``where``. With ``scope`` (the rows the caller
         may see), document frequencies, row count and mean length are counted over those rows
         only; without it, the index's statistics over every row are used (docs/adr/0006)."""
@@ -453,7 +484,10 @@ class LanceStore:
         if self._chunks is None or not query.strip() or k <= 0:
             return []
         if scope is not None:
-            return self._sparse_scoped(query, k, where, scope)
+            return self._sparse_scoped(query, k, _where(where), _where(scope))
+        return self._sparse(query, k, _where(where))
+
+    def _sparse(self, query: str, k: int, where: str | None) -> list[Candidate]:
         q = self._chunks.search(query, query_type="fts", fts_columns="search_text") \
             .select(["doc_id", "_score"]).with_row_id(True).limit(k)
         if where:
@@ -540,22 +574,12 @@ class LanceStore:
                         filter=f"_rowid IN ({', '.join(str(int(k)) for k in keys)})")
         return {r["_rowid"]: _row_to_chunk(r) for r in t.to_pylist()}
 
-    def _hits(self, cands: list[Candidate], mode: str) -> list[Hit]:
-        rows = self.fetch([c.key for c in cands])
-        return [Hit(rows[c.key], c.score, {mode: c.score}) for c in cands if c.key in rows]
-
-    def dense(self, vector: np.ndarray, k: int, where: str | None = None, ef: int | None = None) -> list[Hit]:
-        return self._hits(self.dense_candidates(vector, k, where, ef), "dense")
-
-    def sparse(self, query: str, k: int, where: str | None = None) -> list[Hit]:
-        return self._hits(self.sparse_candidates(query, k, where), "sparse")
-
     def stats(self) -> StoreStats:
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()) if self.path.exists() else 0
         indices = self._chunks.list_indices() if self._chunks is not None else []
         return StoreStats(
             documents=self._docs.count_rows() if self._docs is not None else 0,
-            chunks=self.count(), size_bytes=size, backend=self.backend,
+            chunks=self._count(), size_bytes=size, backend=self.backend,
             ann_index=any(i.columns == ["vector"] for i in indices),
             fts_index=any(i.columns == ["search_text"] for i in indices),
             extra={"path": os.fspath(self.path)},

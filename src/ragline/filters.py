@@ -1,11 +1,13 @@
-"""A small metadata filter language, compiled to SQL WHERE clauses.
+"""The store-neutral query contract: a small metadata filter language and the tree it parses to.
 
     type = "pdf" and (year >= 2020 or source startswith "s3://") and not draft = true
 
-``parse_filter`` turns text into a tree of frozen dataclasses, ``to_sql``
-validates it against the known ``Field``s and renders SQL for LanceDB
-(DataFusion) or PostgreSQL, ``matches`` evaluates it in Python with the same
-three-valued (SQL NULL) logic. See docs/filters.md for the full syntax.
+``parse_filter`` turns text into a tree of frozen dataclasses and ``compile_filter``
+checks it against the known ``Field``s. The tree is what every ``Store`` takes: each
+backend renders it in its own language (``ragline.store.sql`` for SQL), and ``matches``
+evaluates it in Python with the same three-valued (SQL NULL) logic. Access control is a
+node of the same tree (``HasAny``, built by ``ragline.acl.visible_to``), so a filter and
+a caller's ACL travel to the store as one value. See docs/filters.md for the syntax.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 Value = Union[str, int, float, bool]
-Kind = Literal["str", "int", "float", "bool"]
+Kind = Literal["str", "int", "float", "bool", "strs"]  # strs: a list of strings (a document's ACL)
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 400  # and/or/not nesting; keeps to_sql and matches clear of the recursion limit
 # Nesting of and/or groups in the SQL (a chain of one operator is one group): DataFusion's SQL
@@ -107,6 +109,16 @@ class IsNull:
 
 
 @dataclass(frozen=True)
+class HasAny:
+    """A list-valued field holds at least one of ``values`` (no filter text produces it: the ACL
+    prefilter is built in code, ``ragline.acl.visible_to``)."""
+
+    field: str
+    values: tuple[str, ...]
+    pos: int | None = _pos()
+
+
+@dataclass(frozen=True)
 class And:
     left: Node
     right: Node
@@ -123,7 +135,39 @@ class Not:
     operand: Node
 
 
-Node = Union[Compare, InList, Contains, StartsWith, IsNull, And, Or, Not]
+Node = Union[Compare, InList, Contains, StartsWith, IsNull, HasAny, And, Or, Not]
+
+
+# Fields a query filter may name (docs/filters.md). A store holds each as a column of its chunks.
+FILTER_FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        Field("source", "source", "str"),
+        Field("type", "type", "str"),
+        Field("title", "title", "str"),
+        Field("year", "year", "int", bits=32),  # int32 columns
+        Field("page", "page", "int", bits=32),
+        Field("heading", "heading", "str"),
+        Field("language", "language", "str"),
+        Field("doc_id", "doc_id", "str"),
+    )
+}
+# What a store query may name besides: the ACL, which only code (never filter text) puts in a tree.
+ACL = Field("acl", "acl", "strs")
+STORE_FIELDS: dict[str, Field] = {**FILTER_FIELDS, ACL.name: ACL}
+# Fields of a document record (``Store.list_documents``): a subset of the chunks' fields.
+DOCUMENT_FIELDS: dict[str, Field] = {n: STORE_FIELDS[n] for n in ("doc_id", "source", "type", "title", "year", "acl")}
+
+
+def all_of(*nodes: Node | None) -> Node | None:
+    """The conjunction of the given trees, None ones left out (None when none is left)."""
+    kept = [n for n in nodes if n is not None]
+    if not kept:
+        return None
+    out = kept[0]
+    for n in kept[1:]:
+        out = And(out, n)
+    return out
 
 _KW = "\n".join(f"{k.upper()}.2: /{k}\\b/i" for k in KEYWORDS)
 _GRAMMAR = r"""
@@ -270,7 +314,7 @@ def _syntax_reason(e: UnexpectedInput) -> str:
     return f"unexpected {what}; expected {', '.join(expected) or 'something else'}{hint}"
 
 
-def _check(node: Node, fields: Mapping[str, Field]) -> Field:
+def check_predicate(node: Node, fields: Mapping[str, Field]) -> Field:
     """The Field a predicate refers to, after checking its values fit the kind."""
     f = fields.get(node.field)
     if f is None:
@@ -278,6 +322,13 @@ def _check(node: Node, fields: Mapping[str, Field]) -> Field:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise FilterError(f"unknown field '{node.field}'; known fields: {', '.join(sorted(fields))}{hint}",
                           pos=node.pos)
+    if isinstance(node, HasAny) != (f.kind == "strs"):
+        raise FilterError(f"field '{f.name}' is {f.kind}: " + ("only code may test it for membership" if f.kind == "strs"
+                          else "it is not a list"), pos=node.pos)
+    if isinstance(node, HasAny):
+        if not node.values or not all(isinstance(v, str) for v in node.values):
+            raise FilterError(f"'{f.name}' is tested against a non-empty list of strings", pos=node.pos)
+        return f
     if isinstance(node, (Contains, StartsWith)) and f.kind != "str":
         op = "contains" if isinstance(node, Contains) else "startswith"
         raise FilterError(f"'{op}' works on text fields only; '{f.name}' is {f.kind}", pos=node.pos)
@@ -294,7 +345,7 @@ def _check(node: Node, fields: Mapping[str, Field]) -> Field:
             got = {str: "string", bool: "bool", int: "int", float: "float"}[type(v)]
             want = {"str": "a quoted string", "int": "an integer", "float": "a number",
                     "bool": "true or false"}[f.kind]
-            raise FilterError(f"field '{f.name}' is {f.kind} but {_lit(v)} is a {got}; "
+            raise FilterError(f"field '{f.name}' is {f.kind} but {show_value(v)} is a {got}; "
                               f"expected {want}", pos=node.pos)
         if f.kind == "int" and not -(2 ** (f.bits - 1)) <= v < 2 ** (f.bits - 1):
             raise FilterError(f"integer {v} is out of range for field '{f.name}' ({f.bits}-bit: "
@@ -302,22 +353,8 @@ def _check(node: Node, fields: Mapping[str, Field]) -> Field:
     return f
 
 
-def _ident(column: str) -> str:
-    parts = column.split(".")
-    if not column or not all(parts):
-        raise FilterError(f"bad column name {column!r} in field definition")
-    return ".".join(p if re.fullmatch(r"[a-z_][a-z0-9_]*", p) and p not in _RESERVED
-                    else '"' + p.replace('"', '""') + '"' for p in parts)
-
-
-_RESERVED = frozenset(KEYWORDS) | frozenset("""all any as asc between by case cast check column create
-    cross current_date current_time current_timestamp current_user default desc distinct do else end except
-    exists fetch for foreign from full group having ilike inner intersect interval into join lateral left like
-    limit natural offset on only order outer primary references right select similar some table then to union
-    unique user using values when where window with""".split())
-
-
-def _lit(v: Value) -> str:
+def show_value(v: Value) -> str:
+    """A value as an error message shows it (strings quoted, booleans in capitals)."""
     if isinstance(v, bool):
         return "TRUE" if v else "FALSE"
     if isinstance(v, (int, float)):
@@ -325,127 +362,67 @@ def _lit(v: Value) -> str:
     return "'" + v.replace("'", "''") + "'"
 
 
-_NEGATED_OP = {"=": "<>", "!=": "=", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
-
-
-def to_sql(node: Node, fields: Mapping[str, Field], dialect: Literal["lance", "postgres"] = "lance") -> str:
-    """Validate ``node`` against ``fields`` and render a SQL boolean expression.
-
-    ``not`` is pushed down to the predicates (De Morgan; ``not x = 1`` becomes
-    ``x <> 1``), which is exact under SQL's three-valued logic, and in the
-    lance dialect ``not in`` becomes a chain of ``<>``. Together these keep
-    DataFusion's IN-list rewrites (which fold ``x IN ()`` to FALSE, and
-    ``x NOT IN ()`` to TRUE, even for NULL x) from changing which rows match.
-
-    A chain of one operator is rendered flat (``a OR b OR c``, not nested pairs),
-    and equalities on one field joined by ``or`` become one ``IN`` list (the same
-    rows, NULL included), since DataFusion's parser refuses deeply nested SQL; the
-    and/or groups that remain may nest MAX_GROUP_DEPTH deep."""
-    if dialect not in ("lance", "postgres"):
-        raise FilterError(f"unknown SQL dialect {dialect!r}; expected 'lance' or 'postgres'")
-    tree = _flatten(node, False)
-    depth = _group_depth(tree)
-    if depth > MAX_GROUP_DEPTH:
-        raise FilterError(f"filter nests and/or groups {depth} deep (alternating 'and' and 'or' in parentheses); "
-                          f"at most {MAX_GROUP_DEPTH} allowed")
-    return _render(tree, fields, dialect)
-
-
 @dataclass
-class _Group:
-    """A flat chain of one operator, after ``not`` was pushed down: ``word`` is AND or OR."""
+class Group:
+    """A flat chain of one operator after ``not`` was pushed down to the predicates (De Morgan):
+    ``word`` is AND or OR, ``parts`` are groups or ``(predicate, negated)`` leaves. Every backend
+    renders this normal form; the language's nesting limit is counted on it."""
 
     word: str
-    parts: list[Union[_Group, tuple[Node, bool]]]  # groups, or (predicate, negated) leaves
+    parts: list[Union["Group", tuple[Node, bool]]]
 
 
-def _flatten(node: Node, neg: bool) -> Union[_Group, tuple[Node, bool]]:
+def flatten(node: Node, neg: bool = False) -> Union[Group, tuple[Node, bool]]:
     if isinstance(node, Not):
-        return _flatten(node.operand, not neg)
+        return flatten(node.operand, not neg)
     if isinstance(node, (And, Or)):
         word = "AND" if isinstance(node, And) != neg else "OR"
-        left, right = _flatten(node.left, neg), _flatten(node.right, neg)
+        left, right = flatten(node.left, neg), flatten(node.right, neg)
         # a left-deep chain hands its own fresh list on: linear, not quadratic, in its length
-        parts = left.parts if isinstance(left, _Group) and left.word == word else [left]
-        parts.extend(right.parts if isinstance(right, _Group) and right.word == word else [right])
-        return _Group(word, parts)
+        parts = left.parts if isinstance(left, Group) and left.word == word else [left]
+        parts.extend(right.parts if isinstance(right, Group) and right.word == word else [right])
+        return Group(word, parts)
     return node, neg
 
 
-def _group_depth(tree: Union[_Group, tuple[Node, bool]]) -> int:
-    if not isinstance(tree, _Group):
+def group_depth(tree: Union[Group, tuple[Node, bool]]) -> int:
+    if not isinstance(tree, Group):
         return 0
-    return 1 + max((_group_depth(p) for p in tree.parts), default=0)
+    return 1 + max((group_depth(p) for p in tree.parts), default=0)
 
 
-def _render(tree: Union[_Group, tuple[Node, bool]], fields: Mapping[str, Field], dialect: str) -> str:
-    if not isinstance(tree, _Group):
-        node, neg = tree
-        return _predicate(node, _check(node, fields), dialect, neg)
-    out: list[str | None] = []
-    equal: dict[str, tuple[Field, int, list[tuple[Node, bool]]]] = {}  # field -> (Field, slot in out, leaves)
-    for part in tree.parts:
-        if isinstance(part, _Group):
-            out.append(_render(part, fields, dialect))
-            continue
-        node, neg = part
-        f = _check(node, fields)
-        if tree.word != "OR" or _equalities(node, neg) is None:
-            out.append(_predicate(node, f, dialect, neg))
-        elif node.field in equal:
-            equal[node.field][2].append(part)
+def check_leaves(tree: Union[Group, tuple[Node, bool]], fields: Mapping[str, Field]) -> None:
+    stack = [tree]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, Group):
+            stack.extend(reversed(t.parts))
         else:
-            equal[node.field] = (f, len(out), [part])
-            out.append(None)
-    for f, slot, leaves in equal.values():
-        if len(leaves) == 1:
-            out[slot] = _predicate(leaves[0][0], f, dialect, leaves[0][1])
-        else:
-            values = tuple(v for node, neg in leaves for v in _equalities(node, neg) or ())
-            out[slot] = _predicate(InList(f.name, values), f, dialect, False)
-    kept = [s for s in out if s is not None]
-    return kept[0] if len(kept) == 1 else "(" + f" {tree.word} ".join(kept) + ")"
+            check_predicate(t[0], fields)
 
 
-def _equalities(node: Node, neg: bool) -> tuple[Value, ...] | None:
-    """The values a predicate tests its field to equal (``=``, or ``in``, after negation),
-    else None: or-ed together they make one IN list."""
-    if isinstance(node, Compare) and node.op == ("!=" if neg else "="):
-        return (node.value,)
-    if isinstance(node, InList) and node.negated == neg:
-        return node.values
-    return None
+def validate(node: Node, fields: Mapping[str, Field]) -> None:
+    """Check every predicate against ``fields`` (known field, fitting values) and the nesting of
+    and/or groups: SQL parsers refuse deep nesting (DataFusion's about 20 levels of alternating
+    groups) and a store wraps a filter in its own clauses (the ACL prefilter), so a filter keeps
+    well inside that."""
+    tree = flatten(node)
+    depth = group_depth(tree)
+    if depth > MAX_GROUP_DEPTH:
+        raise FilterError(f"filter nests and/or groups {depth} deep (alternating 'and' and 'or' in parentheses); "
+                          f"at most {MAX_GROUP_DEPTH} allowed")
+    check_leaves(tree, fields)
 
 
-def _predicate(node: Node, f: Field, dialect: str, neg: bool) -> str:
-    col = _ident(f.column)
-    if isinstance(node, Compare):
-        op = _NEGATED_OP[node.op] if neg else node.op
-        return f"({col} {'<>' if op == '!=' else op} {_lit(node.value)})"
-    if isinstance(node, InList):
-        if node.negated == neg:
-            return f"({col} IN ({', '.join(_lit(v) for v in dict.fromkeys(node.values))}))"
-        if dialect == "postgres":
-            return f"({col} NOT IN ({', '.join(_lit(v) for v in node.values)}))"
-        return "(" + " AND ".join(f"{col} <> {_lit(v)}" for v in dict.fromkeys(node.values)) + ")"
-    if isinstance(node, Contains):
-        return f"(strpos({col}, {_lit(node.value)}) {'=' if neg else '>'} 0)"
-    if isinstance(node, StartsWith):
-        if dialect == "postgres":
-            return f"(left({col}, {len(node.value)}) {'<>' if neg else '='} {_lit(node.value)})"
-        return f"({'NOT ' if neg else ''}starts_with({col}, {_lit(node.value)}))"
-    if isinstance(node, IsNull):
-        return f"({col} IS {'NOT ' if node.negated != neg else ''}NULL)"
-    raise TypeError(f"not a filter node: {node!r}")
-
-
-def compile_filter(expr: str, fields: Mapping[str, Field], dialect: Literal["lance", "postgres"] = "lance") -> str:
-    """Parse, validate and render ``expr``; errors carry a caret into ``expr``."""
+def compile_filter(expr: str, fields: Mapping[str, Field]) -> Node:
+    """Parse ``expr`` and check it against ``fields``: the tree every store renders in its own
+    language. Errors carry a caret into ``expr``."""
     node = parse_filter(expr)
     try:
-        return to_sql(node, fields, dialect)
+        validate(node, fields)
     except FilterError as e:
         raise FilterError(e.reason, expr, e.pos) from None
+    return node
 
 
 def _eval(node: Node, rec: Mapping[str, Any]) -> bool | None:
@@ -464,6 +441,8 @@ def _eval(node: Node, rec: Mapping[str, Any]) -> bool | None:
         return (x is not None) if node.negated else (x is None)
     if x is None:
         return None
+    if isinstance(node, HasAny):
+        return not set(node.values).isdisjoint(x)
     try:
         if isinstance(node, InList):
             return (x in node.values) != node.negated

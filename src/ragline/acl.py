@@ -2,14 +2,17 @@
 
 A document carries the principals allowed to read it (``user:alice``, ``group:eng``, or
 ``*`` for everyone with access to the collection). A caller carries its own principals.
-A chunk is visible when the two sets meet. The check is a clause of the store query itself
-(a prefilter), so a top-k is never computed over chunks the caller may not see.
+A chunk is visible when the two sets meet. The check is a node of the store query itself
+(``visible_to``, a prefilter every store renders), so a top-k is never computed over chunks
+the caller may not see.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Iterable
+
+from ragline.filters import ACL, HasAny
 
 EVERYONE = "*"
 # a key holding this principal may create documents whose ACL names none of its own principals
@@ -39,15 +42,7 @@ def parse_list(text: str | None) -> tuple[str, ...]:
     return principals((text or "").split(","))
 
 
-def acl_clause(caller: Iterable[str]) -> str:
+def visible_to(caller: Iterable[str]) -> HasAny:
     """The prefilter for a caller: documents whose ACL names any of the caller's principals or
-    everyone. Principals are validated, so quoting cannot be escaped from."""
-    names = sorted({EVERYONE, *principals(caller)})
-    return "array_has_any(acl, [" + ", ".join(f"'{n}'" for n in names) + "])"
-
-
-def and_where(*clauses: str | None) -> str | None:
-    parts = [c for c in clauses if c]
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else " AND ".join(f"({c})" for c in parts)
+    everyone. Principals are validated here, and a store renders them as quoted literals."""
+    return HasAny(ACL.name, tuple(sorted({EVERYONE, *principals(caller)})))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragline.retrieve.filters import (
+from ragline.filters import (
     And,
     Compare,
     Contains,
@@ -20,11 +20,10 @@ from ragline.retrieve.filters import (
     Not,
     Or,
     StartsWith,
-    compile_filter,
     matches,
     parse_filter,
-    to_sql,
 )
+from ragline.store.sql import compile_sql, to_sql
 
 FIELDS = {
     "type": Field("type", "type", "str"),
@@ -120,7 +119,7 @@ def test_nodes_are_frozen_and_positions_not_compared():
 
 def error(expr: str, fields=FIELDS) -> FilterError:
     with pytest.raises(FilterError) as info:
-        compile_filter(expr, fields)
+        compile_sql(expr, fields)
     assert isinstance(info.value, ValueError)
     return info.value
 
@@ -228,14 +227,14 @@ def test_deep_nesting_is_a_filter_error():
         parse_filter(" or ".join(["x = 1"] * 1000))
     assert parse_filter("(" * 5000 + "x = 1" + ")" * 5000) == Compare("x", "=", 1)
     long_chain = parse_filter(" or ".join(f"year = {i}" for i in range(399)))
-    assert compile_filter(" or ".join(f"year = {i}" for i in range(399)), FIELDS) == \
+    assert compile_sql(" or ".join(f"year = {i}" for i in range(399)), FIELDS) == \
         "(year IN (" + ", ".join(str(i) for i in range(399)) + "))"
     assert matches(long_chain, {"year": 398}) and not matches(long_chain, {"year": 399})
 
 
 def test_bad_dialect():
     with pytest.raises(FilterError, match="unknown SQL dialect 'mysql'"):
-        compile_filter("year = 1", FIELDS, "mysql")  # type: ignore[arg-type]
+        compile_sql("year = 1", FIELDS, "mysql")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- SQL text
@@ -275,8 +274,8 @@ def test_bad_dialect():
     ],
 )
 def test_sql_text(expr, lance, postgres):
-    assert compile_filter(expr, FIELDS) == lance
-    assert compile_filter(expr, FIELDS, "postgres") == postgres
+    assert compile_sql(expr, FIELDS) == lance
+    assert compile_sql(expr, FIELDS, "postgres") == postgres
 
 
 @pytest.mark.parametrize(
@@ -291,7 +290,7 @@ def test_sql_text(expr, lance, postgres):
 )
 def test_injection_attempts_become_literals(expr, literal):
     for dialect in ("lance", "postgres"):
-        sql = compile_filter(expr, FIELDS, dialect)  # type: ignore[arg-type]
+        sql = compile_sql(expr, FIELDS, dialect)  # type: ignore[arg-type]
         assert literal in sql
         # Outside the literal only our own SQL remains: strip the literal, no quote is left.
         assert "'" not in sql.replace(literal, "")
@@ -303,11 +302,11 @@ def test_column_names_come_from_fields_and_are_quoted():
         "b": Field("b", "meta.sub_key", "int"),
         "c": Field("c", "Meta.Select", "int"),
     }
-    assert compile_filter("a = 1", fields) == '("we""ird" = 1)'
-    assert compile_filter("b = 1", fields) == "(meta.sub_key = 1)"
-    assert compile_filter("c = 1", fields) == '("Meta"."Select" = 1)'
+    assert compile_sql("a = 1", fields) == '("we""ird" = 1)'
+    assert compile_sql("b = 1", fields) == "(meta.sub_key = 1)"
+    assert compile_sql("c = 1", fields) == '("Meta"."Select" = 1)'
     with pytest.raises(FilterError, match="bad column name"):
-        compile_filter("a = 1", {"a": Field("a", "x..y", "int")})
+        compile_sql("a = 1", {"a": Field("a", "x..y", "int")})
 
 
 # --------------------------------------------------------------------------- matches / null logic
@@ -599,7 +598,7 @@ def test_lancedb_agrees_with_matches_random_tables(lance_db, rows, node):
 def test_lancedb_runs_compiled_text_with_quoted_columns(lance_db):
     rows = [{"id": 1, "type": "a", "source": "b", "year": 1, "order": 2, "score": math.pi, "draft": True}]
     tbl = make_table(lance_db, "quoted", rows)
-    sql = compile_filter('source = "b" and order = 2 and score > 3.14', FIELDS)
+    sql = compile_sql('source = "b" and order = 2 and score > 3.14', FIELDS)
     assert '"Source"' in sql and '"order"' in sql
     assert [r["id"] for r in tbl.search().where(sql).limit(10).to_list()] == [1]
 
@@ -610,15 +609,15 @@ def test_lancedb_runs_compiled_text_with_quoted_columns(lance_db):
 
 
 def test_integers_are_range_checked_per_column():
-    from ragline.store.base import FILTER_FIELDS
+    from ragline.filters import FILTER_FIELDS
 
-    assert compile_filter("year = 2147483647 and page >= -2147483648", FILTER_FIELDS)
+    assert compile_sql("year = 2147483647 and page >= -2147483648", FILTER_FIELDS)
     for expr, bad in [("year = 3000000000", "3000000000"), ("page < -2147483649", "-2147483649"),
                       ("year in [1, 2147483648]", "2147483648"), ("not year != 99999999999", "99999999999")]:
         with pytest.raises(FilterError, match=rf"integer {bad} is out of range for field '(year|page)' \(32-bit"):
-            compile_filter(expr, FILTER_FIELDS)
+            compile_sql(expr, FILTER_FIELDS)
     # a 64-bit field takes what a 32-bit one refuses
-    assert compile_filter("year = 3000000000", FIELDS) == "(year = 3000000000)"
+    assert compile_sql("year = 3000000000", FIELDS) == "(year = 3000000000)"
 
 
 def test_integer_with_thousands_of_digits_is_a_filter_error():
@@ -629,22 +628,22 @@ def test_integer_with_thousands_of_digits_is_a_filter_error():
 
 
 def test_or_chain_of_equalities_on_one_field_becomes_in():
-    assert compile_filter("year = 1 or year = 2 or year in [3, 1]", FIELDS) == "(year IN (1, 2, 3))"
-    assert compile_filter("year = 1 or type = 'a' or year = 2", FIELDS) == "((year IN (1, 2)) OR (type = 'a'))"
+    assert compile_sql("year = 1 or year = 2 or year in [3, 1]", FIELDS) == "(year IN (1, 2, 3))"
+    assert compile_sql("year = 1 or type = 'a' or year = 2", FIELDS) == "((year IN (1, 2)) OR (type = 'a'))"
     # after not is pushed down, != under not is an equality too
-    assert compile_filter("not (year != 1 and year != 2)", FIELDS) == "(year IN (1, 2))"
+    assert compile_sql("not (year != 1 and year != 2)", FIELDS) == "(year IN (1, 2))"
     # one equality stays as it was; and-chains are not merged
-    assert compile_filter("year = 1 or type = 'a'", FIELDS) == "((year = 1) OR (type = 'a'))"
-    assert compile_filter("year = 1 and year = 2", FIELDS) == "((year = 1) AND (year = 2))"
+    assert compile_sql("year = 1 or type = 'a'", FIELDS) == "((year = 1) OR (type = 'a'))"
+    assert compile_sql("year = 1 and year = 2", FIELDS) == "((year = 1) AND (year = 2))"
 
 
 def test_chains_of_one_operator_render_flat():
-    sql = compile_filter(" and ".join(f"type != 't{i}'" for i in range(100)), FIELDS)
+    sql = compile_sql(" and ".join(f"type != 't{i}'" for i in range(100)), FIELDS)
     assert sql.count("(") == 101 and sql.startswith("((type <> 't0') AND (type <> 't1') AND")
 
 
 def test_nesting_of_groups_is_bounded_with_a_clear_error():
-    from ragline.retrieve.filters import MAX_GROUP_DEPTH
+    from ragline.filters import MAX_GROUP_DEPTH
 
     def nested(levels: int) -> str:
         expr = "year = 1"
@@ -652,14 +651,14 @@ def test_nesting_of_groups_is_bounded_with_a_clear_error():
             expr = f"type = 'a' {'and' if i % 2 else 'or'} ({expr})"
         return expr
 
-    assert compile_filter(nested(MAX_GROUP_DEPTH), FIELDS)
+    assert compile_sql(nested(MAX_GROUP_DEPTH), FIELDS)
     deep = rf"nests and/or groups {MAX_GROUP_DEPTH + 1} deep.*at most {MAX_GROUP_DEPTH}"
     with pytest.raises(FilterError, match=deep):
-        compile_filter(nested(MAX_GROUP_DEPTH + 1), FIELDS)
+        compile_sql(nested(MAX_GROUP_DEPTH + 1), FIELDS)
 
 
 def test_number_of_terms_is_bounded():
-    from ragline.retrieve.filters import MAX_TERMS
+    from ragline.filters import MAX_TERMS
 
     assert parse_filter("year in [" + ", ".join(["1"] * MAX_TERMS) + "]")
     with pytest.raises(FilterError, match=f"at most {MAX_TERMS} allowed"):
@@ -688,6 +687,36 @@ def test_lancedb_int32_column_gets_only_in_range_literals(lance_db):
     tbl = lance_db.create_table("int32", pa.Table.from_pydict({"id": [1, 2], "year": [2020, None]}, schema=schema),
                                 mode="overwrite")
     fields = {"year": Field("year", "year", "int", bits=32)}
-    assert [r["id"] for r in tbl.search().where(compile_filter("year >= -2147483648", fields)).to_list()] == [1]
+    assert [r["id"] for r in tbl.search().where(compile_sql("year >= -2147483648", fields)).to_list()] == [1]
     with pytest.raises(FilterError, match="out of range"):
-        compile_filter("year < 2147483648", fields)
+        compile_sql("year < 2147483648", fields)
+
+
+# --------------------------------------------------------------------------- the ACL node and joins
+
+
+def test_acl_node_renders_in_both_dialects_and_matches_in_python():
+    from ragline.acl import visible_to
+    from ragline.filters import STORE_FIELDS, HasAny, all_of, compile_filter
+    from ragline.store.sql import render
+
+    acl = visible_to(["user:bob", "group:eng"])
+    assert acl == HasAny("acl", ("*", "group:eng", "user:bob"))
+    assert render(acl, STORE_FIELDS) == "(array_has_any(acl, ['*', 'group:eng', 'user:bob']))"
+    assert render(acl, STORE_FIELDS, "postgres") == "(acl && ARRAY['*', 'group:eng', 'user:bob']::text[])"
+    both = all_of(acl, compile_filter('type = "pdf"', STORE_FIELDS))
+    assert render(both, STORE_FIELDS) == "((array_has_any(acl, ['*', 'group:eng', 'user:bob'])) AND (type = 'pdf'))"
+    assert matches(both, {"acl": ["group:eng"], "type": "pdf"})
+    assert not matches(both, {"acl": ["group:hr"], "type": "pdf"})
+    assert not matches(both, {"acl": ["*"], "type": "txt"})
+    assert matches(acl, {"acl": ["*"]}) and not matches(acl, {"acl": None})
+    assert all_of() is None and all_of(None, acl) is acl
+
+
+def test_no_filter_text_can_name_the_acl():
+    from ragline.filters import FILTER_FIELDS, STORE_FIELDS, compile_filter
+
+    with pytest.raises(FilterError, match="unknown field 'acl'"):
+        compile_filter('acl = "*"', FILTER_FIELDS)
+    with pytest.raises(FilterError, match="only code may test it"):
+        compile_filter('acl = "*"', STORE_FIELDS)  # even where the store knows the field
