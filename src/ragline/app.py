@@ -1,21 +1,29 @@
-"""The composition root: settings in, wired objects out. Nothing else reads configuration."""
+"""The composition root: settings in, wired objects out. Nothing else reads configuration or
+builds a part (an embedder, a store, an indexer, a retriever, an answerer, the RAG flow).
+
+A part can be handed in instead of built (``Engine(settings, embedder=shared)``): the server
+shares one embedding model among its collections, and an experiment shares one among configurations.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
+from typing import Callable, ContextManager
 
-from ragline.config import IngestSettings, Settings
+from ragline.config import ConfigError, IngestSettings, Settings
 from ragline.embed.base import Embedder
 from ragline.embed.cache import EmbeddingCache
+from ragline.generate.base import Answerer
 from ragline.ingest.chunkers import ChunkPlan
 from ragline.ingest.indexer import Indexer
 from ragline.ingest.sync import SourceRegistry, Syncer
+from ragline.rag import RAG
 from ragline.retrieve.search import Retriever
-from ragline.store.base import StoreError
+from ragline.store.base import Store
 
 
 def ingest_syncer(indexer: Indexer, ingest: IngestSettings, on_event=None, acl_for=None) -> Syncer:
@@ -30,22 +38,34 @@ def ingest_syncer(indexer: Indexer, ingest: IngestSettings, on_event=None, acl_f
 
 
 class Engine:
-    """Lazily builds each part the first time it is needed (a status call loads no model)."""
+    """Builds each part the first time it is needed (a status call loads no model)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
+                 cache: EmbeddingCache | None = None, store: Store | None = None) -> None:
         self.settings = settings
         self.home = settings.home
+        self._embedder, self._cache, self._store = embedder, cache, store
+        self._retriever: Retriever | None = None
+        self._sources: SourceRegistry | None = None
+        self._lock = threading.RLock()  # parts are built once, even by concurrent first callers
 
-    @cached_property
+    # -- parts ---------------------------------------------------------------------------------
+    @property
     def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self._build_embedder()
+            return self._embedder
+
+    def _build_embedder(self) -> Embedder:
         e = self.settings.embed
         if e.provider == "openai":
-            from ragline.embed.local import HFTokenizer, bundled_model_path
-            from ragline.embed.openai import OpenAIEmbedder
             from transformers import AutoTokenizer
 
+            from ragline.embed.local import HFTokenizer, bundled_model_path
+            from ragline.embed.openai import OpenAIEmbedder
+
             if not e.base_url:
-                from ragline.config import ConfigError
                 raise ConfigError("embed.provider is 'openai' but embed.base_url is not set "
                                   "(RAGLINE_EMBED__BASE_URL=http://host:port/v1)")
             tok = HFTokenizer(AutoTokenizer.from_pretrained(str(bundled_model_path())))
@@ -53,39 +73,109 @@ class Engine:
         from ragline.embed.local import LocalEmbedder
         return LocalEmbedder(e.model, e.batch_size, e.precision)
 
-    @cached_property
+    @property
     def cache(self) -> EmbeddingCache:
-        return EmbeddingCache(self.home / "embeddings.sqlite")
+        with self._lock:
+            if self._cache is None:
+                self._cache = EmbeddingCache(self.home / "embeddings.sqlite")
+            return self._cache
 
-    def open_store(self, path: Path | None = None, reset_on_dim_change: bool = False):
-        """The embedded store at ``path`` (default: the home's index), sized for the embedder."""
+    def open_store(self, path: Path | None = None, reset_on_dim_change: bool = False) -> Store:
+        """The embedded store at ``path`` (default: the home's index), sized for the embedder. With
+        ``reset_on_dim_change``, an index built for another embedding dimension drops its vectors
+        (documents stay; the next sync re-chunks them from their stored text) instead of refusing."""
         from ragline.store.lance import LanceStore
 
         r = self.settings.retrieve
-        path = path or self.home / "lance"
-        try:
-            return LanceStore(path, self.embedder.dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
-        except StoreError:
-            if not reset_on_dim_change:
-                raise
-            LanceStore.drop_vectors(path)  # documents stay; all are re-chunked from stored text
-            return LanceStore(path, self.embedder.dim, r.hnsw_m, r.hnsw_ef_construction, r.ann_min_rows)
+        return LanceStore.open(path or self.home / "lance", self.embedder.dim, r.hnsw_m, r.hnsw_ef_construction,
+                               r.ann_min_rows, reset_on_dim_change=reset_on_dim_change)
 
-    @cached_property
-    def store(self):
-        return self.open_store()
+    def has_index(self) -> bool:
+        """Whether anything has been indexed in this home."""
+        return (self.home / "lance").exists()
+
+    def existing_store(self) -> Store | None:
+        """The home's store as it stands, for reporting on it without loading the embedding model
+        (the dimension is read from the index); None when nothing has been indexed here."""
+        from ragline.store.lance import LanceStore
+
+        return LanceStore(self.home / "lance", None) if self.has_index() else None
+
+    @property
+    def store(self) -> Store:
+        """The home's store, for reading (an index of another dimension is an error)."""
+        with self._lock:
+            if self._store is None:
+                self._store = self.open_store()
+            return self._store
+
+    def open_index(self) -> Store:
+        """The home's store, for writing: opened (once) so that a change of embedding dimension
+        resets its vectors rather than stopping the ingest."""
+        with self._lock:
+            if self._store is None:
+                self._store = self.open_store(reset_on_dim_change=True)
+            return self._store
 
     @property
     def plan(self) -> ChunkPlan:
         c = self.settings.chunk
         return ChunkPlan(c.strategy, c.size, c.overlap, c.title_prefix)
 
-    def syncer(self, on_event=None) -> Syncer:
-        store = self.open_store(reset_on_dim_change=True)
-        self.__dict__["store"] = store
-        indexer = Indexer(store, self.embedder, self.cache, self.plan)
-        return ingest_syncer(indexer, self.settings.ingest, on_event)
+    @property
+    def sources(self) -> SourceRegistry:
+        with self._lock:
+            if self._sources is None:
+                self.home.mkdir(parents=True, exist_ok=True)
+                self._sources = SourceRegistry(self.home / "sources.json")
+            return self._sources
 
+    def indexer(self, store: Store | None = None) -> Indexer:
+        return Indexer(self.open_index() if store is None else store, self.embedder, self.cache, self.plan)
+
+    def syncer(self, on_event=None, acl_for: Callable[[str], tuple[str, ...]] | None = None) -> Syncer:
+        """Incremental sync into the home's store, every ``[ingest]`` setting applied."""
+        return ingest_syncer(self.indexer(), self.settings.ingest, on_event, acl_for)
+
+    @property
+    def retriever(self) -> Retriever:
+        """Retrieval over the home's store."""
+        with self._lock:
+            if self._retriever is None:
+                self._retriever = self.retriever_for(self.store)
+            return self._retriever
+
+    def retriever_for(self, store: Store) -> Retriever:
+        return Retriever(store, self.embedder, self.settings.retrieve)
+
+    def chat_client(self):
+        """A client of the configured OpenAI-compatible LLM endpoint (``[llm]``)."""
+        from ragline.generate.llm import ChatClient
+
+        llm = self.settings.llm
+        if not llm.base_url:
+            raise ConfigError("no LLM is configured: set llm.base_url (RAGLINE_LLM__BASE_URL=http://host:port/v1)")
+        return ChatClient(llm.base_url, llm.model, llm.api_key, llm.timeout_s)
+
+    def answerer(self, offline: bool = False) -> Answerer:
+        """The configured LLM's grounded answerer, or (no LLM configured, or ``offline``) the
+        extractive one, which needs no LLM."""
+        llm = self.settings.llm
+        if llm.base_url and not offline:
+            from ragline.generate.grounded import GroundedGenerator
+
+            return GroundedGenerator(self.chat_client(), llm.context_window, llm.max_tokens, llm.temperature,
+                                     self.embedder.tokenizer.count)
+        from ragline.generate.extractive import ExtractiveAnswerer
+        return ExtractiveAnswerer(self.embedder)
+
+    def rag(self, answerer: Answerer | None = None,
+            reading: Callable[[], ContextManager] | None = None) -> RAG:
+        """The RAG flow over the home's store: this engine's retriever, and ``answerer`` (default:
+        ``self.answerer()``). ``reading`` guards each store read (a serve collection's read lock)."""
+        return RAG(self.retriever, self.answerer() if answerer is None else answerer, self.store, reading)
+
+    # -- records -------------------------------------------------------------------------------
     def record_index_info(self, fingerprint: str) -> None:
         """Remember what the index was last built with (read by `ragline status`)."""
         info = {"embedding_model": self.embedder.model_id, "dimension": self.embedder.dim,
@@ -94,24 +184,3 @@ class Engine:
         tmp = self.home / "index.json.tmp"
         tmp.write_text(json.dumps(info, indent=1), "utf-8")
         os.replace(tmp, self.home / "index.json")
-
-    @cached_property
-    def sources(self) -> SourceRegistry:
-        self.home.mkdir(parents=True, exist_ok=True)
-        return SourceRegistry(self.home / "sources.json")
-
-    @cached_property
-    def retriever(self) -> Retriever:
-        return Retriever(self.store, self.embedder, self.settings.retrieve)
-
-    def generator(self):
-        llm = self.settings.llm
-        if llm.base_url:
-            from ragline.generate.grounded import GroundedGenerator
-            from ragline.generate.llm import ChatClient
-
-            client = ChatClient(llm.base_url, llm.model, llm.api_key, llm.timeout_s)
-            return GroundedGenerator(client, llm.context_window, llm.max_tokens, llm.temperature,
-                                     self.embedder.tokenizer.count)
-        from ragline.generate.extractive import ExtractiveAnswerer
-        return ExtractiveAnswerer(self.embedder)

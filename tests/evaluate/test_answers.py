@@ -12,6 +12,7 @@ from tests.conftest import memory_document
 
 from ragline.config import RetrieveSettings
 from ragline.embed.cache import EmbeddingCache
+from ragline.rag import RAG
 from ragline.evaluate.answers import (ANSWER_METRICS, ItemRecord, evaluate_answers, matches, score_retrieval,
                                       summarise)
 from ragline.evaluate.judge import AnswerJudgement, OfflineJudge
@@ -48,7 +49,7 @@ def retriever(tmp_path_factory, embedder):
     indexer = Indexer(store, embedder, EmbeddingCache(root / "embeddings.sqlite"), ChunkPlan(size=32))
     indexer.index([make_item(d, *v) for d, v in DOCS.items()])
     store.finish()
-    return Retriever(store, embedder, RetrieveSettings())
+    return RAG(Retriever(store, embedder, RetrieveSettings()), ExtractiveAnswerer(embedder), store)
 
 
 ITEMS = [
@@ -62,7 +63,7 @@ ITEMS = [
 @pytest.fixture(scope="module")
 def result(retriever, embedder):
     seen = []
-    res = evaluate_answers(ITEMS, retriever, ExtractiveAnswerer(embedder), OfflineJudge(embedder), k=3,
+    res = evaluate_answers(ITEMS, retriever, OfflineJudge(embedder), k=3,
                            progress=seen.append)
     assert seen == [1, 2, 3, 4]
     return res
@@ -108,7 +109,7 @@ def test_retrieval_metrics_match_ids_or_path_endings(result):
 
 
 def test_filter_and_mode_are_passed_to_the_retriever(retriever, embedder):
-    res = evaluate_answers(ITEMS[:1], retriever, ExtractiveAnswerer(embedder), OfflineJudge(embedder), k=2,
+    res = evaluate_answers(ITEMS[:1], retriever, OfflineJudge(embedder), k=2,
                            mode="sparse", filter='type = "pdf"')
     assert res.mode == "sparse" and res.filter == 'type = "pdf"'
     only = res.items[0]

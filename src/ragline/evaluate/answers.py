@@ -1,7 +1,7 @@
 """`ragline eval answers QA.jsonl`: answer every question of a QA dataset from an index and score the
 answers with a judge, plus document-level retrieval metrics where items name their relevant documents.
 
-Pure: it takes a retriever, a generator, a judge and the items, and returns an ``AnswersResult``.
+Pure: it takes the RAG flow (``ragline.rag.RAG``), a judge and the items, and returns an ``AnswersResult``.
 Formulas are in docs/metrics.md ("Answer evaluation").
 """
 
@@ -14,12 +14,8 @@ from typing import Any, Callable, Protocol, Sequence
 from ragline.evaluate.judge import AnswerJudgement
 from ragline.evaluate.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from ragline.evaluate.qa import QAItem
-from ragline.retrieve.search import Retriever
+from ragline.rag import RAG
 from ragline.types import Answer, Hit
-
-
-class AnswerGenerator(Protocol):
-    def answer(self, question: str, hits: Sequence[Hit]) -> Answer: ...
 
 
 class AnswerJudge(Protocol):
@@ -123,19 +119,21 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def evaluate_answers(items: Sequence[QAItem], retriever: Retriever, generator: AnswerGenerator, judge: AnswerJudge,
+def evaluate_answers(items: Sequence[QAItem], rag: RAG, judge: AnswerJudge,
                      k: int = 5, mode: str | None = None, filter: str | None = None,
                      progress: Callable[[int], None] | None = None,
-                     prices: tuple[float | None, float | None] = (None, None)) -> AnswersResult:
-    """Retrieve ``k`` passages for each question, answer from them, judge the answer against them."""
+                     prices: tuple[float | None, float | None] = (None, None),
+                     principals: tuple[str, ...] | None = None) -> AnswersResult:
+    """Retrieve ``k`` passages for each question, answer from them, judge the answer against them.
+    ``principals`` restricts every retrieval to what they may read (None: everything)."""
     records: list[ItemRecord] = []
     request_mode = mode
     for i, item in enumerate(items):
         t = time.perf_counter()
-        req = retriever.request(item.question, k=k, mode=mode, filter=filter)
-        request_mode = req.mode
-        hits = retriever.search(req)
-        answer = generator.answer(item.question, hits)
+        ask = rag.request(item.question, k=k, mode=mode, filter=filter, principals=principals)
+        request_mode = ask.search.mode
+        hits = rag.retrieve(ask)
+        answer = rag.answer(ask, hits)
         latency = (time.perf_counter() - t) * 1000
         contexts = [h.chunk.text for h in hits]
         if getattr(judge, "reference_metrics", False):
@@ -154,7 +152,7 @@ def evaluate_answers(items: Sequence[QAItem], retriever: Retriever, generator: A
         ))
         if progress:
             progress(i + 1)
-    return summarise(records, judge.label, k, request_mode or retriever.settings.mode, filter,
+    return summarise(records, judge.label, k, request_mode or rag.retriever.settings.mode, filter,
                      reference_metrics=bool(getattr(judge, "reference_metrics", False)))
 
 

@@ -270,8 +270,6 @@ def run_experiment(ds: BeirDataset, configs: Sequence[ExperimentConfig], *, home
     from ragline import __version__
     from ragline.app import Engine
     from ragline.embed.cache import EmbeddingCache
-    from ragline.ingest.indexer import Indexer
-    from ragline.retrieve.search import Retriever
 
     emit = on_event or (lambda kind, data: None)
     t_start = time.perf_counter()
@@ -285,13 +283,12 @@ def run_experiment(ds: BeirDataset, configs: Sequence[ExperimentConfig], *, home
     cache_before = cache.count()
     try:
         for cfg in configs:
-            engine = Engine(cfg.settings)
             embed_key = json.dumps(cfg.settings.embed.model_dump(mode="json"), sort_keys=True)
             if embed_key not in embedders:
                 emit("model", {"config": cfg.name, "model": cfg.settings.embed.model})
-                embedders[embed_key] = engine.embedder
-            engine.__dict__["embedder"] = embedder = embedders[embed_key]
-            engine.__dict__["cache"] = cache
+                embedders[embed_key] = Engine(cfg.settings).embedder
+            embedder = embedders[embed_key]
+            engine = Engine(cfg.settings, embedder=embedder, cache=cache)
             plan_fp = engine.plan.fingerprint(embedder.model_id)
             r = cfg.settings.retrieve
             key = hashlib.sha256(json.dumps({
@@ -312,7 +309,7 @@ def run_experiment(ds: BeirDataset, configs: Sequence[ExperimentConfig], *, home
                     if path.exists():  # an interrupted build: start over
                         shutil.rmtree(path)
                     store = engine.open_store(path / "lance")
-                    indexer = Indexer(store, embedder, cache, engine.plan)
+                    indexer = engine.indexer(store)
                     emit("index-start", {"config": cfg.name, "key": key, "documents": data.n_docs})
                     stats = index_corpus(data, indexer,
                                          progress=lambda done, chunks: emit("index-progress",
@@ -327,7 +324,7 @@ def run_experiment(ds: BeirDataset, configs: Sequence[ExperimentConfig], *, home
                 shared = True
                 emit("index-shared", {"config": cfg.name, "key": key, "built_by": indexes[key].built_by})
             indexes[key].used_by.append(cfg.name)
-            retriever = Retriever(stores[key], embedder, r)
+            retriever = engine.retriever_for(stores[key])
             emit("query-start", {"config": cfg.name, "queries": len(data.queries), "mode": r.mode})
             t = time.perf_counter()
             per_query = run_queries(data, retriever, r.mode,

@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ragline.generate.llm import LLMError
+from ragline.store.base import Store
 from ragline.text import content_words, sentence_spans
 from ragline.types import Chunk
 
@@ -135,25 +136,9 @@ class SynthResult:
 
 
 # ------------------------------------------------------------------------------------------ corpus
-def read_chunks(store: Any) -> list[Chunk]:
-    """Every chunk of an index, in (source, ordinal) order. Uses the store's ``iter_chunks()`` when it
-    has one; for the embedded LanceDB store, reads its chunks table directly."""
-    if hasattr(store, "iter_chunks"):
-        chunks = list(store.iter_chunks())
-    else:
-        import lancedb
-
-        from ragline.store.lance import CHUNK_COLUMNS, _row_to_chunk
-
-        path = getattr(store, "path", None)
-        if path is None:
-            raise SynthError(f"cannot list the chunks of a {type(store).__name__} store")
-        db = lancedb.connect(str(path))
-        if "chunks" not in set(db.table_names()):
-            return []
-        rows = db.open_table("chunks").to_lance().to_table(columns=CHUNK_COLUMNS).to_pylist()
-        chunks = [_row_to_chunk(r) for r in rows]
-    return sorted(chunks, key=lambda c: (c.source, c.ordinal, c.id))
+def read_chunks(store: Store) -> list[Chunk]:
+    """Every chunk of an index, in (source, ordinal) order."""
+    return sorted(store.iter_chunks(), key=lambda c: (c.source, c.ordinal, c.id))
 
 
 def index_fingerprint(chunks: Sequence[Chunk]) -> str:

@@ -5,7 +5,7 @@ the question, cites each, and never writes a word of its own beyond a plain
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -31,6 +31,12 @@ class ExtractiveAnswerer:
     def __init__(self, embedder: Embedder, settings: ExtractiveSettings | None = None) -> None:
         self.embedder = embedder
         self.s = settings or ExtractiveSettings()
+
+    def stream(self, question: str, hits: Sequence[Hit]) -> Iterator[str | Answer]:
+        """The whole answer's text as one piece, then the answer: nothing is written token by token."""
+        answer = self.answer(question, hits)
+        yield answer.text
+        yield answer
 
     def answer(self, question: str, hits: Sequence[Hit]) -> Answer:
         candidates: list[tuple[int, str]] = []  # (hit index, sentence)

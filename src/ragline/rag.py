@@ -1,0 +1,62 @@
+"""The RAG flow, written once: question -> retrieve -> answer -> cite.
+
+The command line, the HTTP API, ``eval answers`` and every loop built on top (query
+transformations, reranking, corrective retrieval) run a question through ``RAG``; none of them
+strings the steps together itself. A request is checked in one place (``RAG.request``, which
+asks the retriever to check mode, depth, aggregation and filter) and refused with a clear
+error before anything runs.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import Callable, ContextManager, Iterator, Sequence
+
+from ragline.generate.base import Answerer
+from ragline.generate.citations import pinpoint
+from ragline.retrieve.search import Retriever, SearchRequest
+from ragline.store.base import Store
+from ragline.types import Answer, Hit
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A checked question: the text to answer and the retrieval that feeds it."""
+
+    question: str
+    search: SearchRequest
+
+
+class RAG:
+    def __init__(self, retriever: Retriever, answerer: Answerer, store: Store,
+                 reading: Callable[[], ContextManager] | None = None) -> None:
+        self.retriever, self.answerer, self.store = retriever, answerer, store
+        self._reading = reading or nullcontext
+
+    def request(self, question: str, *, k: int | None = None, mode: str | None = None, filter: str | None = None,
+                aggregate: str | None = None, principals: tuple[str, ...] | None = None) -> Ask:
+        """A question with its retrieval options, checked (``QueryError``, ``FilterError``); unset
+        options take the configured defaults. ``principals`` restricts retrieval to what they may read."""
+        search = self.retriever.request(question, k=k, mode=mode, filter=filter, aggregate=aggregate)
+        return Ask(question, replace(search, principals=principals))
+
+    def retrieve(self, ask: Ask) -> list[Hit]:
+        with self._reading():
+            return self.retriever.search(ask.search)
+
+    def answer(self, ask: Ask, hits: Sequence[Hit] | None = None) -> Answer:
+        """The cited answer from ``hits`` (retrieved for ``ask`` when not given)."""
+        hits = self.retrieve(ask) if hits is None else hits
+        return self.cite(self.answerer.answer(ask.question, hits))
+
+    def stream(self, ask: Ask, hits: Sequence[Hit] | None = None) -> Iterator[str | Answer]:
+        """The answer's text in pieces as it is written, then the cited ``Answer``, last."""
+        hits = self.retrieve(ask) if hits is None else hits
+        for item in self.answerer.stream(ask.question, hits):
+            yield self.cite(item) if isinstance(item, Answer) else item
+
+    def cite(self, answer: Answer) -> Answer:
+        """Each citation's own page and heading path, from its document's stored sections."""
+        with self._reading():
+            return pinpoint(answer, self.store)
