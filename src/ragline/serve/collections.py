@@ -7,7 +7,7 @@ Layout under the serve data directory::
         index/    the collection's ragline home: lance/, embeddings.sqlite
 
 Each collection is a separate store, so a query can only ever reach its own collection's
-chunks; inside it, document ACLs are a clause of the store query (retrieve/acl.py).
+chunks; inside it, document ACLs are a node of the store query (ragline/acl.py).
 Writers (ingest, delete) take ``write_lock`` one at a time; a purge (delete) also shuts
 readers out for its duration, because it removes the table versions readers may hold.
 """
@@ -26,12 +26,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ragline.app import Engine, ingest_syncer
+from ragline.acl import visible_to
+from ragline.app import Engine
 from ragline.config import Settings
+from ragline.filters import Compare, Node, all_of
 from ragline.embed.base import Embedder
-from ragline.ingest.indexer import Indexer
+from ragline.generate.base import Answerer
 from ragline.ingest.sync import SKIP_DIRS, IngestReport, doc_id_for
-from ragline.retrieve.search import Retriever, SearchRequest
+from ragline.rag import RAG
+from ragline.retrieve.search import SearchRequest
 from ragline.store.base import DocRecord
 from ragline.types import Hit, content_hash
 
@@ -171,15 +174,14 @@ class Collection:
         self.files = root / "files"
         self.files.mkdir(parents=True, exist_ok=True)
         self.settings = settings.model_copy(update={"home": root / "index"})
-        self.engine = Engine(self.settings)
-        self.engine.__dict__["embedder"] = embedder  # one model for every collection
-        self.store = self.engine.open_store(reset_on_dim_change=True)
-        self.engine.__dict__["store"] = self.store
-        self.retriever = Retriever(self.store, embedder, self.settings.retrieve)
+        self.engine = Engine(self.settings, embedder=embedder)  # one model for every collection
+        self.store = self.engine.open_index()
+        self.retriever = self.engine.retriever
         self.write_lock = threading.Lock()
         self._names_lock = threading.Lock()
         self.rw = RWLock()
         self.answers = AnswerCache(settings.serve.answer_cache_size)
+        self._roots: list[Path] | None = None  # registered roots, read from registered.json when first needed
 
     # -- names ------------------------------------------------------------------------------
     def display(self, source: str) -> str:
@@ -206,17 +208,18 @@ class Collection:
             tmp = self.root / "registered.json.tmp"
             tmp.write_text(json.dumps(sorted(str(r) for r in [*known, root])), "utf-8")
             os.replace(tmp, self.root / "registered.json")
-            self.__dict__.pop("_roots", None)
+            self._roots = None
 
     def _registered(self) -> list[Path]:
         """Registered roots, the longest first (the closest root names a file)."""
-        if "_roots" not in self.__dict__:
+        roots = self._roots  # one read: register_root may reset it meanwhile
+        if roots is None:
             try:
-                roots = [Path(r) for r in json.loads((self.root / "registered.json").read_text("utf-8"))]
+                found = [Path(r) for r in json.loads((self.root / "registered.json").read_text("utf-8"))]
             except (OSError, ValueError):
-                roots = []
-            self.__dict__["_roots"] = sorted(roots, key=lambda r: len(r.parts), reverse=True)
-        return self.__dict__["_roots"]
+                found = []
+            roots = self._roots = sorted(found, key=lambda r: len(r.parts), reverse=True)
+        return roots
 
     def upload_path(self, filename: str, principals: tuple[str, ...] | None = None) -> Path:
         """Where an upload of ``filename`` by a caller with ``principals`` is stored (None: the
@@ -225,13 +228,11 @@ class Collection:
         none, it becomes a new document in the caller's own folder (``files/.own/<hash of its
         principals>/``), so a document of that name it cannot read decides nothing: the caller
         gets the same answer, path and document id whether one exists or not (docs/serve.md)."""
-        from ragline.retrieve.acl import acl_clause
-
         name = safe_filename(filename)
         shared = self.files / name
         scope = None if principals is None else content_hash("\n".join(sorted(principals)))[:16]
         own = shared if scope is None else self.files / _OWN / scope / name
-        readable = {Path(r.source) for r in self.documents(None if principals is None else acl_clause(principals))
+        readable = {Path(r.source) for r in self.documents(None if principals is None else visible_to(principals))
                     if Path(r.source).is_relative_to(self.files) and Path(r.source).name == name}
         for candidate in (own, shared, *sorted(readable)):
             if candidate in readable:
@@ -244,31 +245,32 @@ class Collection:
         return self.answers.version
 
     # -- reads ------------------------------------------------------------------------------
+    def rag(self, answerer: Answerer) -> RAG:
+        """The RAG flow over this collection, every store read under its read lock."""
+        return self.engine.rag(answerer, self.rw.read)
+
     def search(self, req: SearchRequest) -> list[Hit]:
         with self.rw.read():
             return self.retriever.search(req)
 
-    def documents(self, where: str | None) -> list[DocRecord]:
+    def documents(self, where: Node | None) -> list[DocRecord]:
         with self.rw.read():
             return self.store.list_documents(where)
 
-    def document(self, doc_id: str, where: str | None) -> DocRecord | None:
+    def document(self, doc_id: str, where: Node | None) -> DocRecord | None:
         """One document's full record, if ``where`` (the caller's ACL) lets the caller see it."""
-        from ragline.retrieve.acl import and_where
-        from ragline.store.lance import _sql_list
-
         with self.rw.read():
-            if not self.store.list_documents(and_where(where, f"doc_id IN {_sql_list([doc_id])}")):
+            if not self.store.list_documents(all_of(where, Compare("doc_id", "=", doc_id))):
                 return None
             recs = self.store.get_documents([doc_id])
         return recs[0] if recs else None
 
-    def count(self, where: str | None = None) -> int:
+    def count(self, where: Node | None = None) -> int:
         with self.rw.read():
             return self.store.count(where)
 
     # -- writes -----------------------------------------------------------------------------
-    def save_result(self, path: Path, data: dict, version: int, where: str | None, cited: set[str]) -> list[str]:
+    def save_result(self, path: Path, data: dict, version: int, where: Node | None, cited: set[str]) -> list[str]:
         """Write a result computed from this collection (an evaluation) as JSON at ``path``, unless
         a write since ``version`` removed (or hid from ``where``) a document it cites by display
         name: then nothing is written and those names are returned. Deletes take the write lock,
@@ -299,8 +301,7 @@ class Collection:
                 rec = known.get(doc_id_for(source))
                 return tuple(rec.acl) if rec else ("*",)
 
-            indexer = Indexer(self.store, self.engine.embedder, self.engine.cache, self.engine.plan)
-            syncer = ingest_syncer(indexer, self.settings.ingest, on_event, acl_for)
+            syncer = self.engine.syncer(on_event, acl_for)
             try:
                 return syncer.sync(paths, prune=False)
             finally:  # even a failed run may have committed batches

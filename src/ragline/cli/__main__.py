@@ -1,0 +1,5 @@
+"""`python -m ragline.cli`: the same as the `ragline` console script."""
+
+from ragline.cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""`ragline query` (ranked chunks) and `ragline ask` (an answer with citations)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.markup import escape
+
+from ragline.cli import app
+from ragline.types import Answer
+from ragline.cli.common import (HomeOpt, JsonOpt, emit_json, engine_for, guard, out, require_index,
+                                settings_for, snippet)
+
+
+def hit_json(rank: int, hit) -> dict:
+    c = hit.chunk
+    return {"rank": rank, "score": round(hit.score, 6), "scores": {k: round(v, 6) for k, v in hit.scores.items()},
+            "doc_id": c.doc_id, "chunk_id": c.id, "source": c.source, "page": c.page,
+            "heading_path": list(c.heading_path), "span": [c.start, c.end], "text": c.text}
+
+
+@app.command()
+def query(
+    text: str = typer.Argument(..., help="what to search for"),
+    k: Optional[int] = typer.Option(None, "-k", "--top-k", help="results to return [default: 10]"),
+    mode: Optional[str] = typer.Option(None, help="hybrid | dense | sparse"),
+    filter: Optional[str] = typer.Option(None, "--filter", help='e.g. \'type = "pdf" and year >= 2020\''),
+    documents: bool = typer.Option(False, "--documents", help="best chunk per document"),
+    fusion: Optional[str] = typer.Option(None, help="minmax | rrf"),
+    dense_weight: Optional[float] = typer.Option(None, help="minmax fusion weight of dense scores (0..1)"),
+    ef: Optional[int] = typer.Option(None, help="HNSW search-time candidate list size"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search the index and print ranked chunks with their provenance."""
+
+    def go() -> None:
+        settings = settings_for(home, {"retrieve": {"fusion": fusion, "dense_weight": dense_weight, "hnsw_ef": ef}})
+        engine = engine_for(settings)
+        require_index(engine)
+        r = engine.retriever
+        req = r.request(text, k=k, mode=mode, filter=filter, aggregate="document" if documents else None)
+        hits = r.search(req)
+        if as_json:
+            emit_json({"query": text, "mode": req.mode, "filter": filter,
+                       "hits": [hit_json(i + 1, h) for i, h in enumerate(hits)]})
+            return
+        if not hits:
+            out.print("no results")
+        for i, h in enumerate(hits, 1):
+            loc = f" ({h.chunk.location})" if h.chunk.location else ""
+            out.print(f"[bold]{i}.[/bold] {h.score:.3f}  {escape(h.chunk.source + loc)}", markup=True)
+            out.print(f"   {snippet(h.chunk.text, 240)}")
+
+    guard(go)
+
+
+def print_stream(items: Iterator[str | Answer]) -> Answer:
+    """Print an answer's text as it arrives; the cited answer comes last."""
+    streamed, answer = [], None
+    for item in items:
+        if isinstance(item, Answer):
+            answer = item
+        else:
+            streamed.append(item)
+            out.print(item, end="", markup=False)
+    out.print()
+    assert answer is not None
+    if "".join(streamed).strip() != answer.text:
+        # citation marks pointing at no source were removed: say so, show the checked text
+        out.print("\n[dim]checked answer (invalid citation marks removed):[/dim]", markup=True)
+        out.print(answer.text, markup=False)
+    return answer
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="the question"),
+    k: int = typer.Option(5, "-k", "--top-k", help="passages given to the answerer"),
+    mode: Optional[str] = typer.Option(None, help="hybrid | dense | sparse"),
+    filter: Optional[str] = typer.Option(None, "--filter", help="restrict sources, see docs/filters.md"),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="print LLM tokens as they arrive"),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Answer a question from the indexed documents, with numbered citations and a source list."""
+
+    def go() -> None:
+        engine = engine_for(settings_for(home))
+        require_index(engine)
+        rag = engine.rag()
+        request = rag.request(question, k=k, mode=mode, filter=filter)
+        hits = rag.retrieve(request)
+        answer = rag.answer(request, hits) if as_json or not stream else print_stream(rag.stream(request, hits))
+        if as_json:
+            emit_json({"question": question, "answer": answer.text, "grounded": answer.grounded,
+                       "generator": answer.generator,
+                       "citations": [{"n": c.n, "source": c.chunk.source,
+                                      "page": c.page if c.page is not None else c.chunk.page,
+                                      "heading_path": list(c.heading_path or c.chunk.heading_path),
+                                      "span": [c.start, c.end] if c.start is not None else [c.chunk.start, c.chunk.end],
+                                      "chunk_id": c.chunk.id, "snippet": c.snippet} for c in answer.citations]})
+            return
+        if not stream:
+            out.print(answer.text, markup=False)
+        if answer.citations:
+            out.print("\n[bold]Sources[/bold]", markup=True)
+            for c in answer.citations:
+                loc = f" ({c.location})" if c.location else ""
+                out.print(f"  [{c.n}] {c.chunk.source}{loc}", markup=False)
+                out.print(f"      \"{snippet(c.snippet)}\"", markup=False)
+        elif hits:
+            out.print("\nClosest passages:")
+            for h in hits[:3]:
+                out.print(f"  - {h.chunk.source}: {snippet(h.chunk.text, 120)}", markup=False)
+
+    guard(go)

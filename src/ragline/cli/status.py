@@ -1,0 +1,74 @@
+"""`ragline status`: a summary of the index in the home."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.table import Table
+
+from ragline.cli import app
+from ragline.cli.common import HomeOpt, JsonOpt, emit_json, engine_for, guard, out, settings_for
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def count_by(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+@app.command()
+def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
+    """Summarise the index: documents, chunks, model, store, size."""
+
+    def go() -> None:
+        settings = settings_for(home)
+        store = engine_for(settings).existing_store()
+        info: dict[str, Any] = {"home": str(settings.home.resolve()), "documents": 0, "chunks": 0,
+                                "store": "lancedb", "size_bytes": 0}
+        if store is not None:
+            st, recs = store.stats(), store.documents()
+            info.update({
+                "documents": len(recs), "chunks": st.chunks, "dimension": store.dim,
+                "size_bytes": sum(f.stat().st_size for f in settings.home.rglob("*") if f.is_file()),
+                "ann_index": st.ann_index, "fts_index": st.fts_index,
+                "types": count_by(r.type for r in recs.values()),
+            })
+        from ragline.ingest.sync import SourceRegistry
+
+        info["sources"] = SourceRegistry(settings.home / "sources.json").load()
+        info["embedding_model"] = settings.embed.model
+        built = read_json(settings.home / "index.json")
+        if built:
+            info["index"] = built
+            info["embedding_model"] = built["embedding_model"]
+            if store is not None:
+                info["documents_pending"] = sum(1 for r in recs.values() if r.fingerprint != built["fingerprint"])
+            info["settings_changed"] = built["chunking"] != settings.chunk.model_dump()
+        info["chunking"] = settings.chunk.model_dump()
+        info["llm"] = settings.llm.base_url or "none (extractive answers)"
+        if as_json:
+            emit_json(info)
+            return
+        t = Table(show_header=False, box=None)
+        if info.get("settings_changed"):
+            out.print("chunk settings changed since the last ingest: run `ragline ingest` to re-chunk")
+        if info.get("documents_pending"):
+            out.print(f"{info['documents_pending']} documents wait for re-indexing: run `ragline ingest`")
+        for key in ("home", "documents", "chunks", "embedding_model", "store", "size_bytes", "sources", "llm"):
+            val = info.get(key)
+            if key == "size_bytes":
+                key, val = "size", f"{(val or 0) / 2**20:.1f} MB"
+            t.add_row(key, ", ".join(val) if isinstance(val, list) else str(val))
+        out.print(t)
+
+    guard(go)

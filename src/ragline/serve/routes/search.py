@@ -1,0 +1,103 @@
+"""Retrieval and answers over a collection: ``query`` (hits) and ``ask`` (a cited answer, or a
+server-sent event stream of it). Every retrieval carries the caller's principals as a store
+prefilter, and cached answers are keyed by them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from fastapi import APIRouter, Depends
+from sse_starlette.sse import EventSourceResponse
+
+from ragline.filters import FilterError
+from ragline.generate.llm import LLMError
+from ragline.rag import RAG, Ask
+from ragline.retrieve.search import QueryError
+from ragline.serve.collections import Collection
+from ragline.serve.deps import Caller, collection_of, flow, ready, reader, server_of
+from ragline.serve.errors import ApiError
+from ragline.serve.schemas import AskIn, QueryIn, answer_json, hit_json
+from ragline.serve.server import Server
+from ragline.types import Answer
+
+log = logging.getLogger("ragline.serve")
+router = APIRouter()
+
+
+def request(server: Server, col: Collection, who: Caller, text: str, k: int, mode, flt,
+            documents: bool = False) -> tuple[RAG, Ask]:
+    """The collection's RAG flow and the caller's checked request (its principals a prefilter)."""
+    ready(server)
+    rag = flow(server, col)
+    try:
+        return rag, rag.request(text, k=k, mode=mode, filter=flt, aggregate="document" if documents else None,
+                                principals=who.principals)
+    except FilterError as exc:
+        raise ApiError(400, "invalid_filter", str(exc)) from None
+    except QueryError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+
+
+@router.post("/v1/tenants/{tenant}/collections/{collection}/query", tags=["search"])
+def query(body: QueryIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader),
+          server: Server = Depends(server_of)) -> dict:
+    t0 = time.perf_counter()
+    rag, ask = request(server, col, who, body.query, body.k, body.mode, body.filter, body.documents)
+    hits = rag.retrieve(ask)
+    return {"query": body.query, "hits": [hit_json(col, i + 1, h) for i, h in enumerate(hits)],
+            "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+
+def llm_message(server: Server, exc: Exception) -> str:
+    """What a client learns of an LLM failure: the kind, never the endpoint's address or reply."""
+    log.warning("LLM call failed: %s", exc)
+    if "timed out" in str(exc).lower() or "timeout" in type(exc.__cause__ or exc).__name__.lower():
+        return f"the language model did not answer within {server.settings.serve.llm_timeout_s:g} s (timed out)"
+    return "the language model is unavailable; the error is in the server's log"
+
+
+def event(kind: str, data: dict) -> dict:
+    return {"event": kind, "data": json.dumps(data)}
+
+
+@router.post("/v1/tenants/{tenant}/collections/{collection}/ask", tags=["search"])
+def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader),
+        server: Server = Depends(server_of)):
+    key = (who.principals, body.question.strip(), body.k, body.mode, body.filter)
+    version = col.write_version  # read before retrieval: a write after it makes this answer stale
+    cached = col.answers.get(key)
+    if cached is not None:
+        if not body.stream:
+            return {**cached, "cached": True}
+        return EventSourceResponse(iter([event("token", {"text": cached["answer"]}),
+                                         event("answer", {**cached, "cached": True}), event("done", {})]), ping=15)
+    rag, question = request(server, col, who, body.question, body.k, body.mode, body.filter)
+    hits = rag.retrieve(question)
+    if not body.stream:
+        try:
+            answer = rag.answer(question, hits)
+        except LLMError as exc:
+            raise ApiError(502, "llm_unavailable", llm_message(server, exc)) from None
+        out = answer_json(col, body.question, answer)
+        col.answers.put(key, out, version)
+        return {**out, "cached": False}
+
+    def events():
+        try:
+            for item in rag.stream(question, hits):
+                if not isinstance(item, Answer):
+                    yield event("token", {"text": item})
+                    continue
+                out = answer_json(col, body.question, item)
+                col.answers.put(key, out, version)
+                yield event("answer", {**out, "cached": False})
+            yield event("done", {})
+        except LLMError as exc:
+            yield event("error", {"code": "llm_unavailable", "message": llm_message(server, exc)})
+        except Exception:
+            log.exception("ask stream failed")
+            yield event("error", {"code": "internal", "message": "the answer failed; the error is in the server's log"})
+
+    return EventSourceResponse(events(), ping=15)
