@@ -345,7 +345,7 @@ def check_predicate(node: Node, fields: Mapping[str, Field]) -> Field:
             got = {str: "string", bool: "bool", int: "int", float: "float"}[type(v)]
             want = {"str": "a quoted string", "int": "an integer", "float": "a number",
                     "bool": "true or false"}[f.kind]
-            raise FilterError(f"field '{f.name}' is {f.kind} but {show_value(v)} is a {got}; "
+            raise FilterError(f"field '{f.name}' is {f.kind} but {literal(v)} is a {got}; "
                               f"expected {want}", pos=node.pos)
         if f.kind == "int" and not -(2 ** (f.bits - 1)) <= v < 2 ** (f.bits - 1):
             raise FilterError(f"integer {v} is out of range for field '{f.name}' ({f.bits}-bit: "
@@ -353,8 +353,9 @@ def check_predicate(node: Node, fields: Mapping[str, Field]) -> Field:
     return f
 
 
-def show_value(v: Value) -> str:
-    """A value as an error message shows it (strings quoted, booleans in capitals)."""
+def literal(v: Value) -> str:
+    """A value written as a SQL literal (strings single-quoted with quotes doubled, booleans in
+    capitals): how error messages show a value, and how SQL renderers write one."""
     if isinstance(v, bool):
         return "TRUE" if v else "FALSE"
     if isinstance(v, (int, float)):

@@ -10,7 +10,7 @@ import re
 from typing import Literal, Mapping, Union
 
 from ragline.filters import (Contains, Field, FilterError, Group, HasAny, InList, IsNull, Node, StartsWith, Compare,
-                             Value, check_predicate, flatten, validate)
+                             Value, check_predicate, flatten, literal as _lit, validate)
 
 Dialect = Literal["lance", "postgres"]
 
@@ -28,14 +28,6 @@ def _ident(column: str) -> str:
         raise FilterError(f"bad column name {column!r} in field definition")
     return ".".join(p if re.fullmatch(r"[a-z_][a-z0-9_]*", p) and p not in _RESERVED
                     else '"' + p.replace('"', '""') + '"' for p in parts)
-
-
-def _lit(v: Value) -> str:
-    if isinstance(v, bool):
-        return "TRUE" if v else "FALSE"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return "'" + v.replace("'", "''") + "'"
 
 
 def render(node: Node, fields: Mapping[str, Field], dialect: Dialect = "lance") -> str:
