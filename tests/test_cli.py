@@ -67,6 +67,11 @@ def test_errors_are_one_line_without_traceback(cli, corpus):
     assert "Traceback" not in proc.stderr
     proc = cli.run("query", "x", "--mode", "fuzzy", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # ask takes its options through the same check (it used to run hybrid for any unknown mode)
+    proc = cli.run("ask", "x", "--mode", "fuzzy", check=False)
+    assert proc.returncode == 2 and "mode must be hybrid, dense or sparse, not 'fuzzy'" in proc.stderr
+    proc = cli.run("ask", "x", "-k", "0", check=False)
+    assert proc.returncode == 2 and "k must be a whole number of at least 1" in proc.stderr
     proc = cli.run("ingest", str(corpus), "--chunk-size", "10", check=False)
     assert proc.returncode == 2 and "chunk.size" in proc.stderr
 

@@ -77,8 +77,13 @@ class Engine:
     def cache(self) -> EmbeddingCache:
         with self._lock:
             if self._cache is None:
-                self._cache = EmbeddingCache(self.home / "embeddings.sqlite")
+                self._cache = self.open_cache(self.home)
             return self._cache
+
+    @staticmethod
+    def open_cache(home: Path) -> EmbeddingCache:
+        """The embedding cache of a home (an experiment shares one among its configurations)."""
+        return EmbeddingCache(home / "embeddings.sqlite")
 
     def open_store(self, path: Path | None = None, reset_on_dim_change: bool = False) -> Store:
         """The embedded store at ``path`` (default: the home's index), sized for the embedder. With

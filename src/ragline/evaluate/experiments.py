@@ -269,13 +269,12 @@ def run_experiment(ds: BeirDataset, configs: Sequence[ExperimentConfig], *, home
     ``meta`` (dataset path, fingerprint, slice options) is copied into the result."""
     from ragline import __version__
     from ragline.app import Engine
-    from ragline.embed.cache import EmbeddingCache
 
     emit = on_event or (lambda kind, data: None)
     t_start = time.perf_counter()
     data = CachedDataset(ds)
     docs_digest = data.doc_ids_digest()
-    cache = EmbeddingCache(home / "embeddings.sqlite")
+    cache = Engine.open_cache(home)
     embedders: dict[str, Any] = {}
     indexes: dict[str, IndexInfo] = {}
     stores: dict[str, Any] = {}
