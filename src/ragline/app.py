@@ -181,6 +181,13 @@ class Engine:
         return RAG(self.retriever, self.answerer() if answerer is None else answerer, self.store, reading)
 
     # -- records -------------------------------------------------------------------------------
+    def index_info(self) -> dict | None:
+        """What the index was last built with (``record_index_info``), or None when nothing readable is recorded."""
+        try:
+            return json.loads((self.home / "index.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+
     def record_index_info(self, fingerprint: str) -> None:
         """Remember what the index was last built with (read by `ragline status`)."""
         info = {"embedding_model": self.embedder.model_id, "dimension": self.embedder.dim,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,13 +9,6 @@ from rich.table import Table
 
 from ragline.cli import app
 from ragline.cli.common import HomeOpt, JsonOpt, emit_json, engine_for, guard, out, settings_for
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def count_by(values) -> dict[str, int]:
@@ -32,7 +24,8 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
 
     def go() -> None:
         settings = settings_for(home)
-        store = engine_for(settings).existing_store()
+        engine = engine_for(settings)
+        store = engine.existing_store()
         info: dict[str, Any] = {"home": str(settings.home.resolve()), "documents": 0, "chunks": 0,
                                 "store": "lancedb", "size_bytes": 0}
         if store is not None:
@@ -47,7 +40,7 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
 
         info["sources"] = SourceRegistry(settings.home / "sources.json").load()
         info["embedding_model"] = settings.embed.model
-        built = read_json(settings.home / "index.json")
+        built = engine.index_info()
         if built:
             info["index"] = built
             info["embedding_model"] = built["embedding_model"]

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from ragline.generate.base import Answerer
 
 Event = Callable[[str, dict], None]
-MODES = ("dense", "sparse", "hybrid")
 
 
 class RunError(Exception):
@@ -65,14 +64,6 @@ def load_result(path: Path, label: str) -> dict:
     data = read_json_file(path, label)
     validate(data, f"{label} file {path}")
     return data
-
-
-def _index_info(home: Path) -> dict | None:
-    """What the index was last built with (index.json), or None when there is no readable record."""
-    try:
-        return json.loads((home / "index.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------------------- eval gate
@@ -132,6 +123,7 @@ def run_beir(path: Path, modes: Sequence[str], *, split: str, max_queries: int |
     from ragline.app import Engine
     from ragline.config import load_settings
     from ragline.evaluate.beir import dataset_fingerprint, evaluate, index_corpus, load_beir, slice_corpus
+    from ragline.retrieve.search import MODES
 
     emit = on_event or _quiet
     bad = [m for m in modes if m not in MODES]
@@ -350,7 +342,7 @@ def run_synth(engine: Engine, *, n: int, seed: int, generator: str, output: Path
     writer = None
     if generator == "llm":
         writer = LLMWriter(engine.chat_client(), max_tokens=min(llm.max_tokens, 512))
-    built = _index_info(engine.home) or {}
+    built = engine.index_info() or {}
     extra = {"embedding_model": built.get("embedding_model", engine.settings.embed.model)}
     if writer is not None:
         extra["llm_model"] = writer.client.model

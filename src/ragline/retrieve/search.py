@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from ragline.acl import visible_to
@@ -15,6 +16,13 @@ from ragline.types import Hit
 
 Mode = Literal["dense", "sparse", "hybrid"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "sparse")
+
+
+@lru_cache(maxsize=256)
+def filter_tree(expr: str) -> Node:
+    """A user filter parsed and checked once (the request checks it, the search uses it); trees are
+    frozen, so one is shared safely. A bad filter raises FilterError each time (errors are not cached)."""
+    return compile_filter(expr, FILTER_FIELDS)
 
 
 class QueryError(ValueError):
@@ -50,7 +58,7 @@ class Retriever:
         if isinstance(req.k, bool) or not isinstance(req.k, int) or req.k < 1:
             raise QueryError(f"k must be a whole number of at least 1, not {req.k!r}")
         if req.filter:
-            compile_filter(req.filter, FILTER_FIELDS)
+            filter_tree(req.filter)
         return req
 
     def search(self, req: SearchRequest) -> list[Hit]:
@@ -67,7 +75,7 @@ class Retriever:
         # over every row: the index's global ones told it how many hidden chunks hold a word
         # (docs/adr/0006); None (the local CLI, the admin) keeps the index's own scoring
         scope = visible_to(req.principals) if req.principals is not None else None
-        where = all_of(scope, compile_filter(req.filter, FILTER_FIELDS) if req.filter else None)
+        where = all_of(scope, filter_tree(req.filter) if req.filter else None)
         # fetch more than k: fusion needs depth, and document aggregation collapses chunks
         depth = max(self.settings.candidates, req.k * (3 if req.aggregate == "document" else 1))
         ef = max(self.settings.hnsw_ef, depth)

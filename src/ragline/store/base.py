@@ -13,7 +13,7 @@ from typing import Any, Hashable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ragline.filters import FILTER_FIELDS, Node  # noqa: F401  (FILTER_FIELDS: where the fields are named)
+from ragline.filters import Node
 from ragline.types import Chunk
 
 
