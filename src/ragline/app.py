@@ -22,6 +22,7 @@ from ragline.ingest.chunkers import ChunkPlan
 from ragline.ingest.indexer import Indexer
 from ragline.ingest.sync import SourceRegistry, Syncer
 from ragline.rag import RAG
+from ragline.rerank.base import Reranker
 from ragline.retrieve.search import Retriever
 from ragline.store.base import Store
 
@@ -41,10 +42,12 @@ class Engine:
     """Builds each part the first time it is needed (a status call loads no model)."""
 
     def __init__(self, settings: Settings, *, embedder: Embedder | None = None,
-                 cache: EmbeddingCache | None = None, store: Store | None = None) -> None:
+                 cache: EmbeddingCache | None = None, store: Store | None = None,
+                 reranker: Reranker | None = None) -> None:
         self.settings = settings
         self.home = settings.home
         self._embedder, self._cache, self._store = embedder, cache, store
+        self._reranker = reranker
         self._retriever: Retriever | None = None
         self._sources: SourceRegistry | None = None
         self._lock = threading.RLock()  # parts are built once, even by concurrent first callers
@@ -72,6 +75,40 @@ class Engine:
             return OpenAIEmbedder(e.base_url, e.model, tok, e.max_tokens or 512, e.api_key, e.batch_size, e.timeout_s)
         from ragline.embed.local import LocalEmbedder
         return LocalEmbedder(e.model, e.batch_size, e.precision)
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The configured second stage (``[rerank]``), built once; None when ``rerank.method`` is none."""
+        with self._lock:
+            if self._reranker is None and self.settings.rerank.method != "none":
+                self._reranker = self._build_reranker()
+            return self._reranker
+
+    def _build_reranker(self) -> Reranker:
+        r = self.settings.rerank
+        if r.method == "minilm":
+            from ragline.rerank.minilm import MiniLMReranker
+
+            return MiniLMReranker(self.embedder, self.cache, batch_size=r.batch_size)
+        if r.method == "cross-encoder":
+            from ragline.rerank.cross_encoder import CrossEncoderReranker
+
+            if not r.model:
+                raise ConfigError("rerank.method is 'cross-encoder' but rerank.model is not set "
+                                  "(a local CrossEncoder directory: RAGLINE_RERANK__MODEL=/path/to/model)")
+            return CrossEncoderReranker(r.model, batch_size=r.batch_size, max_tokens=r.max_tokens)
+        if r.method == "http":
+            from ragline.rerank.http import HTTPReranker
+
+            if not r.url:
+                raise ConfigError("rerank.method is 'http' but rerank.url is not set "
+                                  "(RAGLINE_RERANK__URL=http://host:port/v1/rerank)")
+            return HTTPReranker(r.url, api=r.api, model=r.model, api_key=r.api_key, batch_size=r.batch_size,
+                                max_tokens=r.max_tokens, timeout_s=r.timeout_s)
+        from ragline.rerank.llm import LLMReranker
+
+        return LLMReranker(self.chat_client(), batch_size=r.batch_size, max_tokens=r.max_tokens,
+                           count_tokens=self.embedder.tokenizer.count)
 
     @property
     def cache(self) -> EmbeddingCache:
@@ -151,7 +188,7 @@ class Engine:
             return self._retriever
 
     def retriever_for(self, store: Store) -> Retriever:
-        return Retriever(store, self.embedder, self.settings.retrieve)
+        return Retriever(store, self.embedder, self.settings.retrieve, self.reranker, self.settings.rerank.depth)
 
     def chat_client(self):
         """A client of the configured OpenAI-compatible LLM endpoint (``[llm]``)."""

@@ -65,6 +65,25 @@ class RetrieveSettings(BaseModel):
     aggregate: Literal["chunk", "document"] = "chunk"
 
 
+class RerankSettings(BaseModel):
+    """The second stage (rerank/): ``depth`` first-stage candidates are re-scored and the best k kept."""
+
+    # none | minilm (the bundled MiniLM, no other model) | cross-encoder (a local sentence-transformers
+    # CrossEncoder directory, or a hub id where there is network) | http (a /rerank endpoint) |
+    # llm (the configured [llm] chat model, pointwise)
+    method: Literal["none", "minilm", "cross-encoder", "http", "llm"] = "none"
+    model: str | None = None  # cross-encoder: model directory; http: the model name sent to the endpoint
+    url: str | None = None  # http: the endpoint, e.g. https://api.cohere.com/v2/rerank or http://host:8080/rerank
+    # http wire format: "cohere" (Cohere v2, Jina, Infinity, llama.cpp --reranking, ragline's own
+    # /v1/rerank) or "tei" (Hugging Face text-embeddings-inference)
+    api: Literal["cohere", "tei"] = "cohere"
+    api_key: str | None = None  # http: sent as a bearer token (Cohere, Jina)
+    depth: int = Field(50, ge=1, le=1000, description="first-stage candidates reranked")
+    batch_size: int = Field(32, ge=1, le=1024, description="pairs per model call or HTTP request")
+    max_tokens: int = Field(512, ge=16, description="token limit of one query-document pair")
+    timeout_s: float = Field(60.0, gt=0)
+
+
 class LLMSettings(BaseModel):
     base_url: str | None = None  # OpenAI-compatible, e.g. http://127.0.0.1:8080/v1; unset = extractive
     model: str = "default"
@@ -118,6 +137,7 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     chunk: ChunkSettings = ChunkSettings()
     retrieve: RetrieveSettings = RetrieveSettings()
+    rerank: RerankSettings = RerankSettings()
     llm: LLMSettings = LLMSettings()
     ingest: IngestSettings = IngestSettings()
     serve: ServeSettings = ServeSettings()
@@ -164,7 +184,7 @@ def load_settings(overrides: dict[str, Any] | None = None, home: Path | None = N
 
 def settings_json(settings: Settings) -> str:
     data = settings.model_dump(mode="json")
-    for section, key in (("embed", "api_key"), ("llm", "api_key"), ("serve", "admin_key")):
+    for section, key in (("embed", "api_key"), ("rerank", "api_key"), ("llm", "api_key"), ("serve", "admin_key")):
         if data[section].get(key):
             data[section][key] = "***"
     return json.dumps(data, indent=2)
