@@ -17,6 +17,7 @@ from ragline.generate.base import Answerer
 from ragline.generate.citations import pinpoint
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.base import Store
+from ragline.trace import Trace
 from ragline.types import Answer, Hit
 
 
@@ -35,15 +36,19 @@ class RAG:
         self._reading = reading or nullcontext
 
     def request(self, question: str, *, k: int | None = None, mode: str | None = None, filter: str | None = None,
-                aggregate: str | None = None, principals: tuple[str, ...] | None = None) -> Ask:
+                aggregate: str | None = None, principals: tuple[str, ...] | None = None,
+                rerank: bool | None = None, rerank_depth: int | None = None) -> Ask:
         """A question with its retrieval options, checked (``QueryError``, ``FilterError``); unset
-        options take the configured defaults. ``principals`` restricts retrieval to what they may read."""
-        search = self.retriever.request(question, k=k, mode=mode, filter=filter, aggregate=aggregate)
+        options take the configured defaults. ``principals`` restricts retrieval to what they may read;
+        ``rerank`` False skips the configured reranker, True requires one."""
+        search = self.retriever.request(question, k=k, mode=mode, filter=filter, aggregate=aggregate,
+                                        rerank=rerank, rerank_depth=rerank_depth)
         return Ask(question, replace(search, principals=principals))
 
-    def retrieve(self, ask: Ask) -> list[Hit]:
+    def retrieve(self, ask: Ask, trace: Trace | None = None) -> list[Hit]:
+        """The hits for ``ask``; with ``trace``, every retrieval stage is recorded in it."""
         with self._reading():
-            return self.retriever.search(ask.search)
+            return self.retriever.search(ask.search, trace)
 
     def answer(self, ask: Ask, hits: Sequence[Hit] | None = None) -> Answer:
         """The cited answer from ``hits`` (retrieved for ``ask`` when not given)."""

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ragline.cli import app
+from ragline.trace import Trace
 from ragline.types import Answer
 from ragline.cli.common import (HomeOpt, JsonOpt, emit_json, engine_for, guard, out, require_index,
                                 settings_for, snippet)
@@ -21,6 +22,26 @@ def hit_json(rank: int, hit) -> dict:
             "heading_path": list(c.heading_path), "span": [c.start, c.end], "text": c.text}
 
 
+RerankOpt = typer.Option(None, "--rerank", help="second stage: none | minilm | cross-encoder | http | llm "
+                                                "[default: rerank.method]")
+RerankDepthOpt = typer.Option(None, "--rerank-depth", help="candidates reranked [default: rerank.depth]")
+TraceOpt = typer.Option(False, "--trace", help="show each stage: candidates in and out, time, scores")
+
+
+def print_trace(trace: Trace) -> None:
+    out.print("\n[bold]Trace[/bold]", markup=True)
+    for st in trace.stages:
+        counts = f"{st.inputs if st.inputs is not None else '-'} -> {st.outputs if st.outputs is not None else '-'}"
+        detail = ", ".join(f"{k}={v}" for k, v in st.detail.items())
+        out.print(f"  {st.name:<10} {counts:>12}  {st.ms:8.1f} ms  {detail}", markup=False)
+    out.print(f"  {'total':<10} {'':>12}  {trace.total_ms:8.1f} ms", markup=False)
+
+
+def search_overrides(rerank: Optional[str], rerank_depth: Optional[int]) -> dict:
+    """The ``[rerank]`` settings given on the command line."""
+    return {"method": rerank, "depth": rerank_depth}
+
+
 @app.command()
 def query(
     text: str = typer.Argument(..., help="what to search for"),
@@ -31,21 +52,27 @@ def query(
     fusion: Optional[str] = typer.Option(None, help="minmax | rrf"),
     dense_weight: Optional[float] = typer.Option(None, help="minmax fusion weight of dense scores (0..1)"),
     ef: Optional[int] = typer.Option(None, help="HNSW search-time candidate list size"),
+    rerank: Optional[str] = RerankOpt,
+    rerank_depth: Optional[int] = RerankDepthOpt,
+    trace: bool = TraceOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Search the index and print ranked chunks with their provenance."""
 
     def go() -> None:
-        settings = settings_for(home, {"retrieve": {"fusion": fusion, "dense_weight": dense_weight, "hnsw_ef": ef}})
+        settings = settings_for(home, {"retrieve": {"fusion": fusion, "dense_weight": dense_weight, "hnsw_ef": ef},
+                                       "rerank": search_overrides(rerank, rerank_depth)})
         engine = engine_for(settings)
         require_index(engine)
         r = engine.retriever
         req = r.request(text, k=k, mode=mode, filter=filter, aggregate="document" if documents else None)
-        hits = r.search(req)
+        stages = Trace() if trace else None
+        hits = r.search(req, stages)
         if as_json:
             emit_json({"query": text, "mode": req.mode, "filter": filter,
-                       "hits": [hit_json(i + 1, h) for i, h in enumerate(hits)]})
+                       "hits": [hit_json(i + 1, h) for i, h in enumerate(hits)],
+                       **({"trace": stages.json()} if stages else {})})
             return
         if not hits:
             out.print("no results")
@@ -53,6 +80,8 @@ def query(
             loc = f" ({h.chunk.location})" if h.chunk.location else ""
             out.print(f"[bold]{i}.[/bold] {h.score:.3f}  {escape(h.chunk.source + loc)}", markup=True)
             out.print(f"   {snippet(h.chunk.text, 240)}")
+        if stages:
+            print_trace(stages)
 
     guard(go)
 
@@ -82,17 +111,21 @@ def ask(
     mode: Optional[str] = typer.Option(None, help="hybrid | dense | sparse"),
     filter: Optional[str] = typer.Option(None, "--filter", help="restrict sources, see docs/filters.md"),
     stream: bool = typer.Option(True, "--stream/--no-stream", help="print LLM tokens as they arrive"),
+    rerank: Optional[str] = RerankOpt,
+    rerank_depth: Optional[int] = RerankDepthOpt,
+    trace: bool = TraceOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Answer a question from the indexed documents, with numbered citations and a source list."""
 
     def go() -> None:
-        engine = engine_for(settings_for(home))
+        engine = engine_for(settings_for(home, {"rerank": search_overrides(rerank, rerank_depth)}))
         require_index(engine)
         rag = engine.rag()
         request = rag.request(question, k=k, mode=mode, filter=filter)
-        hits = rag.retrieve(request)
+        stages = Trace() if trace else None
+        hits = rag.retrieve(request, stages)
         answer = rag.answer(request, hits) if as_json or not stream else print_stream(rag.stream(request, hits))
         if as_json:
             emit_json({"question": question, "answer": answer.text, "grounded": answer.grounded,
@@ -101,7 +134,8 @@ def ask(
                                       "page": c.page if c.page is not None else c.chunk.page,
                                       "heading_path": list(c.heading_path or c.chunk.heading_path),
                                       "span": [c.start, c.end] if c.start is not None else [c.chunk.start, c.chunk.end],
-                                      "chunk_id": c.chunk.id, "snippet": c.snippet} for c in answer.citations]})
+                                      "chunk_id": c.chunk.id, "snippet": c.snippet} for c in answer.citations],
+                       **({"trace": stages.json()} if stages else {})})
             return
         if not stream:
             out.print(answer.text, markup=False)
@@ -115,5 +149,7 @@ def ask(
             out.print("\nClosest passages:")
             for h in hits[:3]:
                 out.print(f"  - {h.chunk.source}: {snippet(h.chunk.text, 120)}", markup=False)
+        if stages:
+            print_trace(stages)
 
     guard(go)

@@ -89,12 +89,14 @@ class Retriever:
                 trace.note("retry", reason="the index changed between search and fetch")
             hits, _ = self._search(req, trace)
         if self.reranks(req) and hits:
-            with maybe(trace, "rerank", len(hits), reranker=self.reranker.name) as st:
-                hits = rerank_hits(self.reranker, req.text, hits)[: req.k]
+            depth = req.rerank_depth or self.rerank_depth
+            with maybe(trace, "rerank", min(depth, len(hits)), reranker=self.reranker.name, depth=depth) as st:
+                # the top ``depth`` are re-scored; beyond it (k > depth) hits follow in first-stage order
+                hits = (rerank_hits(self.reranker, req.text, hits[:depth]) + hits[depth:])[: req.k]
                 st.outputs = len(hits)
                 if hits:
                     st.detail["top_score"] = round(hits[0].score, 4)
-        return hits
+        return hits[: req.k]
 
     def _search(self, req: SearchRequest, trace: Trace | None = None) -> tuple[list[Hit], bool]:
         # a restricted caller's BM25 statistics are counted over what its ACL lets it see, never

@@ -31,6 +31,7 @@ from ragline.app import Engine
 from ragline.config import Settings
 from ragline.filters import Compare, Node, all_of
 from ragline.embed.base import Embedder
+from ragline.rerank.base import Reranker
 from ragline.generate.base import Answerer
 from ragline.ingest.sync import SKIP_DIRS, IngestReport, doc_id_for
 from ragline.rag import RAG
@@ -169,12 +170,14 @@ class AnswerCache:
 
 
 class Collection:
-    def __init__(self, tenant: str, name: str, root: Path, settings: Settings, embedder: Embedder) -> None:
+    def __init__(self, tenant: str, name: str, root: Path, settings: Settings, embedder: Embedder,
+                 reranker: Reranker | None = None) -> None:
         self.tenant, self.name, self.root = tenant, name, root
         self.files = root / "files"
         self.files.mkdir(parents=True, exist_ok=True)
         self.settings = settings.model_copy(update={"home": root / "index"})
-        self.engine = Engine(self.settings, embedder=embedder)  # one model for every collection
+        # one embedding model and one reranker for every collection
+        self.engine = Engine(self.settings, embedder=embedder, reranker=reranker)
         self.store = self.engine.open_index()
         self.retriever = self.engine.retriever
         self.write_lock = threading.Lock()

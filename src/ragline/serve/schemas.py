@@ -35,18 +35,21 @@ class RegisterIn(BaseModel):
     acl: list[str] | None = None
 
 
-class _Retrieval(BaseModel):
+class RetrievalIn(BaseModel):
     mode: Literal["hybrid", "dense", "sparse"] | None = None  # default: the server's retrieve.mode
     filter: str | None = Field(None, max_length=2000, description="a filter expression (docs/filters.md)")
+    rerank: bool | None = Field(None, description="false skips the server's reranker ([rerank]); true requires one")
+    rerank_depth: int | None = Field(None, ge=1, le=1000, description="candidates reranked [default: rerank.depth]")
+    trace: bool = Field(False, description="return each stage run: candidates in and out, time, scores")
 
 
-class QueryIn(_Retrieval):
+class QueryIn(RetrievalIn):
     query: str = Field(min_length=1, max_length=4000)
     k: int = Field(10, ge=1, le=100)
     documents: bool = False
 
 
-class AskIn(_Retrieval):
+class AskIn(RetrievalIn):
     question: str = Field(min_length=1, max_length=4000)
     k: int = Field(5, ge=1, le=50)
     stream: bool = False

@@ -13,9 +13,10 @@ from functools import cached_property
 from pathlib import Path
 
 from ragline.app import Engine
-from ragline.config import Settings
+from ragline.config import ConfigError, Settings
 from ragline.embed.base import Embedder
 from ragline.generate.base import Answerer
+from ragline.rerank.base import RerankError, Reranker
 from ragline.serve.collections import Collection
 from ragline.serve.control import ControlDB
 from ragline.serve.errors import ApiError
@@ -71,9 +72,18 @@ class Server:
         """The answerer: extractive offline, else the configured LLM (one HTTP client, reused)."""
         return self.engine.answerer()
 
+    @property
+    def reranker(self) -> Reranker | None:
+        """The configured reranker ([rerank]), shared by every collection; None when none is configured."""
+        try:
+            return self.engine.reranker
+        except (ConfigError, RerankError) as exc:
+            raise ApiError(503, "not_ready", f"the reranker could not be loaded: {exc}") from None
+
     def warm_up(self) -> None:
         try:
             self.embedder.embed_query("warm up")
+            self.engine.reranker  # a reranker that cannot load is a load error, reported by /readyz
             self.ready.set()
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -91,7 +101,7 @@ class Server:
             col = self._collections.get(key)
             if col is None:
                 root = self.tenant_dir(tenant) / "collections" / name
-                col = Collection(tenant, name, root, self.settings, self.embedder)
+                col = Collection(tenant, name, root, self.settings, self.embedder, self.reranker)
                 self._collections[key] = col
             return col
 

@@ -3,7 +3,7 @@ in the order of ``ROUTERS`` (the order FastAPI matches paths in)."""
 
 from __future__ import annotations
 
-from ragline.serve.routes import collections, documents, evaluations, health, jobs, search, tenants
+from ragline.serve.routes import collections, compat, documents, evaluations, health, jobs, search, tenants
 
 ROUTERS = [health.router, tenants.router, collections.router, documents.router, jobs.router, search.router,
-           evaluations.router]
+           evaluations.router, compat.router]

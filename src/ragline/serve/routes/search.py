@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 
 from fastapi import APIRouter, Depends
 from sse_starlette.sse import EventSourceResponse
@@ -18,22 +19,24 @@ from ragline.retrieve.search import QueryError
 from ragline.serve.collections import Collection
 from ragline.serve.deps import Caller, collection_of, flow, ready, reader, server_of
 from ragline.serve.errors import ApiError
-from ragline.serve.schemas import AskIn, QueryIn, answer_json, hit_json
+from ragline.serve.schemas import AskIn, QueryIn, RetrievalIn, answer_json, hit_json
 from ragline.serve.server import Server
+from ragline.trace import Trace
 from ragline.types import Answer
 
 log = logging.getLogger("ragline.serve")
 router = APIRouter()
 
 
-def request(server: Server, col: Collection, who: Caller, text: str, k: int, mode, flt,
+def request(server: Server, col: Collection, who: Caller, text: str, k: int, body: RetrievalIn,
             documents: bool = False) -> tuple[RAG, Ask]:
     """The collection's RAG flow and the caller's checked request (its principals a prefilter)."""
     ready(server)
     rag = flow(server, col)
     try:
-        return rag, rag.request(text, k=k, mode=mode, filter=flt, aggregate="document" if documents else None,
-                                principals=who.principals)
+        return rag, rag.request(text, k=k, mode=body.mode, filter=body.filter,
+                                aggregate="document" if documents else None, principals=who.principals,
+                                rerank=body.rerank, rerank_depth=body.rerank_depth)
     except FilterError as exc:
         raise ApiError(400, "invalid_filter", str(exc)) from None
     except QueryError as exc:
@@ -44,10 +47,11 @@ def request(server: Server, col: Collection, who: Caller, text: str, k: int, mod
 def query(body: QueryIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader),
           server: Server = Depends(server_of)) -> dict:
     t0 = time.perf_counter()
-    rag, ask = request(server, col, who, body.query, body.k, body.mode, body.filter, body.documents)
-    hits = rag.retrieve(ask)
+    rag, ask = request(server, col, who, body.query, body.k, body, body.documents)
+    trace = Trace() if body.trace else None
+    hits = rag.retrieve(ask, trace)
     return {"query": body.query, "hits": [hit_json(col, i + 1, h) for i, h in enumerate(hits)],
-            "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+            "took_ms": round((time.perf_counter() - t0) * 1000, 2), **({"trace": trace.json()} if trace else {})}
 
 
 def llm_message(server: Server, exc: Exception) -> str:
@@ -65,24 +69,27 @@ def event(kind: str, data: dict) -> dict:
 @router.post("/v1/tenants/{tenant}/collections/{collection}/ask", tags=["search"])
 def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader),
         server: Server = Depends(server_of)):
-    key = (who.principals, body.question.strip(), body.k, body.mode, body.filter)
+    key = (who.principals, body.question.strip(), body.k, body.mode, body.filter, body.rerank, body.rerank_depth)
     version = col.write_version  # read before retrieval: a write after it makes this answer stale
-    cached = col.answers.get(key)
+    cached = None if body.trace else col.answers.get(key)  # a traced ask runs every stage
     if cached is not None:
         if not body.stream:
             return {**cached, "cached": True}
         return EventSourceResponse(iter([event("token", {"text": cached["answer"]}),
                                          event("answer", {**cached, "cached": True}), event("done", {})]), ping=15)
-    rag, question = request(server, col, who, body.question, body.k, body.mode, body.filter)
-    hits = rag.retrieve(question)
+    rag, question = request(server, col, who, body.question, body.k, body)
+    trace = Trace() if body.trace else None
+    hits = rag.retrieve(question, trace)
+    traced = (lambda: {"trace": trace.json()}) if trace else dict
     if not body.stream:
         try:
-            answer = rag.answer(question, hits)
+            with trace.stage("generate", len(hits)) if trace else nullcontext():
+                answer = rag.answer(question, hits)
         except LLMError as exc:
             raise ApiError(502, "llm_unavailable", llm_message(server, exc)) from None
         out = answer_json(col, body.question, answer)
         col.answers.put(key, out, version)
-        return {**out, "cached": False}
+        return {**out, "cached": False, **traced()}
 
     def events():
         try:
@@ -92,7 +99,9 @@ def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Dep
                     continue
                 out = answer_json(col, body.question, item)
                 col.answers.put(key, out, version)
-                yield event("answer", {**out, "cached": False})
+                if trace:
+                    yield event("trace", {"stages": trace.json()})
+                yield event("answer", {**out, "cached": False, **traced()})
             yield event("done", {})
         except LLMError as exc:
             yield event("error", {"code": "llm_unavailable", "message": llm_message(server, exc)})
