@@ -72,7 +72,7 @@ def test_results_structure(run):
     for name, c in data["configs"].items():
         assert c["source"].endswith(".toml")
         # the full resolved configuration: every field of each section, defaults included
-        assert set(c["settings"]) == {"chunk", "embed", "retrieve"}
+        assert set(c["settings"]) == {"chunk", "embed", "retrieve", "rerank"}
         assert set(c["settings"]["chunk"]) == set(ChunkSettings.model_fields)
         assert set(c["settings"]["embed"]) == set(EmbedSettings.model_fields)
         assert set(c["settings"]["retrieve"]) == set(RetrieveSettings.model_fields)

@@ -121,12 +121,13 @@ def _print_run(path: Path, data: dict, output: Optional[Path]) -> None:
     cols = ["ndcg@10", "recall@10", "recall@100", "precision@10", "hit_rate@10", "mrr@10", "map@100"]
     labels = ["nDCG@10", "R@10", "R@100", "P@10", "Hit@10", "MRR@10", "MAP@100"]
     t.add_column("config", overflow="fold", min_width=min(24, max(len(n) for n in data["configs"])))
-    for label in ["mode", *labels, "p50 ms", "p95 ms", "index"]:
+    for label in ["mode", *labels, "p50 ms", "p99 ms", "index"]:
         t.add_column(label, justify="left" if label in ("mode", "index") else "right", no_wrap=True)
     for name, c in data["configs"].items():
         t.add_row(Text(name), c["mode"], *[f"{c['metrics'][m]:.4f}" for m in cols],
-                  f"{c['latency_ms']['p50']:.1f}", f"{c['latency_ms']['p95']:.1f}", c["index"]["key"][:8])
+                  f"{c['latency_ms']['p50']:.1f}", f"{c['latency_ms']['p99']:.1f}", c["index"]["key"][:8])
     print_table(t)
+    _print_depths(data)
     for key, info in data["indexes"].items():
         ing = info["ingest"]
         how = "reused from --index-dir; when built: " if info["reused_from_disk"] else "built: "
@@ -136,6 +137,27 @@ def _print_run(path: Path, data: dict, output: Optional[Path]) -> None:
     if output:
         out.print(f"results written to {output}; render them with `ragline eval report {output} --html "
                   f"report.html`", markup=False)
+
+
+def _print_depths(data: dict) -> None:
+    """The rerank depth curve of an `eval run` result (nothing when no configuration reranks)."""
+    from ragline.evaluate.report import parse_results
+    from ragline.evaluate.depth import depth_rows
+
+    rows = depth_rows(parse_results(data).configs)
+    if not rows:
+        return
+    t = Table(title="rerank depth: nDCG@10 and latency against the baseline without rerank")
+    for label in ("config", "reranker", "depth", "nDCG@10", "baseline", "delta", "p50 ms", "p99 ms",
+                  "baseline p50/p99"):
+        t.add_column(label, justify="left" if label in ("config", "reranker", "baseline") else "right")
+    for r in rows:
+        def f(v, d=4):
+            return "-" if v is None else f"{v:.{d}f}"
+        t.add_row(Text(r["config"]), str(r["reranker"]), str(r["depth"]), f(r["value"]), Text(r["baseline"] or "-"),
+                  "-" if r["delta"] is None else f"{r['delta']:+.4f}", f(r["p50"], 1), f(r["p99"], 1),
+                  f"{f(r['baseline_p50'], 1)} / {f(r['baseline_p99'], 1)}")
+    print_table(t)
 
 
 @eval_app.command("run")
@@ -152,6 +174,8 @@ def eval_run(
                                                         "later runs [default: a temporary directory]"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write the results JSON here"),
     per_query: bool = typer.Option(False, "--per-query", help="include per-query values in --json output"),
+    depths: Optional[str] = typer.Option(None, "--depths", help="rerank depth curve: each configuration that "
+                                                               "reranks is run at these candidate depths, e.g. 20,50,100"),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -159,12 +183,13 @@ def eval_run(
     indexes, into one results file (render it with `ragline eval report`)."""
 
     def go() -> None:
+        from ragline.evaluate.depth import expand_depths, parse_depths
         from ragline.evaluate.experiments import ExperimentError, load_configs
         from ragline.evaluate.runs import run_experiments
 
         where_home = Path(home or ".ragline")
         try:
-            configs = load_configs(list(config or []), where_home)
+            configs = expand_depths(load_configs(list(config or []), where_home), parse_depths(depths))
         except ExperimentError as exc:
             raise UserError(str(exc)) from None
         with progress_bar(not as_json and err.is_terminal, lazy=True) as progress:

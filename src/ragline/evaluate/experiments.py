@@ -1,10 +1,12 @@
 """`ragline eval run DATASET --config A.toml --config B.toml`: score several configurations on the same
 BEIR dataset, sharing what can be shared, into one results file.
 
-A configuration is ragline's defaults overlaid with a TOML file holding ``[chunk]``, ``[embed]`` and
-``[retrieve]`` sections (the same keys as ``config.toml``), or an inline ``NAME:section.key=value,...``
-spec. The home's config.toml and ``RAGLINE_*`` variables are not applied (except
-``RAGLINE_EMBED__API_KEY``), so a results file says everything a configuration was.
+A configuration is ragline's defaults overlaid with a TOML file holding ``[chunk]``, ``[embed]``,
+``[retrieve]`` and ``[rerank]`` sections (the same keys as ``config.toml``), or an inline
+``NAME:section.key=value,...`` spec. The home's config.toml and ``RAGLINE_*`` variables are not applied
+(except the keys ``RAGLINE_EMBED__API_KEY`` and ``RAGLINE_RERANK__API_KEY``), so a results file says
+everything a configuration was. ``--depths`` (evaluate/depth.py) turns a reranking configuration into one
+per candidate depth.
 
 Sharing:
 - the dataset is read, parsed and sliced once;
@@ -35,7 +37,7 @@ from ragline.evaluate.beir import METRICS, BeirDataset, index_corpus, score_quer
 from ragline.evaluate.metrics import percentile
 
 FORMAT = "ragline-experiment/1"
-SECTIONS = ("chunk", "embed", "retrieve")  # what a configuration may set
+SECTIONS = ("chunk", "embed", "retrieve", "rerank")  # what a configuration may set
 # retrieve settings that shape the index (not only the search): part of the index key
 INDEX_RETRIEVE_KEYS = ("ann_min_rows", "hnsw_m", "hnsw_ef_construction")
 DEPTH = 100  # documents ranked per query, as `eval beir`
@@ -58,8 +60,9 @@ class ExperimentConfig:
     def resolved(self) -> dict[str, Any]:
         """The full configuration (every field, defaults included) of the sections that matter, keys hidden."""
         data = self.settings.model_dump(mode="json", include=set(SECTIONS))
-        if data["embed"].get("api_key"):
-            data["embed"]["api_key"] = "***"
+        for section in ("embed", "rerank"):
+            if data[section].get("api_key"):
+                data[section]["api_key"] = "***"
         return data
 
 
@@ -81,10 +84,11 @@ def _check_keys(values: dict[str, Any], where: str) -> None:
 def _resolve(name: str, source: str, values: dict[str, Any], home: Path) -> ExperimentConfig:
     _check_keys(values, source)
     values = {s: dict(v) for s, v in values.items()}
-    key = os.environ.get("RAGLINE_EMBED__API_KEY")
     merged: dict[str, Any] = {s: dict(values.get(s, {})) for s in SECTIONS}
-    if key and "api_key" not in merged["embed"]:
-        merged["embed"]["api_key"] = key
+    for section in ("embed", "rerank"):
+        key = os.environ.get(f"RAGLINE_{section.upper()}__API_KEY")
+        if key and "api_key" not in merged[section]:
+            merged[section]["api_key"] = key
     from pydantic import ValidationError
 
     sections: dict[str, Any] = {}
@@ -332,6 +336,8 @@ def run_experiment(ds: BeirDataset, configs: Sequence[ExperimentConfig], *, home
             results[cfg.name] = {
                 "source": cfg.source, "overrides": cfg.overrides, "settings": cfg.resolved(),
                 "embedding_model": embedder.model_id, "mode": r.mode,
+                "rerank": ({"method": cfg.settings.rerank.method, "depth": cfg.settings.rerank.depth}
+                           if cfg.settings.rerank.method != "none" else None),
                 "index": {"key": key, "shared": shared, "built_by": indexes[key].built_by},
                 "metrics": metrics, "latency_ms": latency, "query_seconds": round(time.perf_counter() - t, 3),
                 "per_query": per_query,

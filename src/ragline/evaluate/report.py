@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ragline.evaluate.beir import METRICS
+from ragline.evaluate.depth import depth_rows
 from ragline.evaluate.experiments import FORMAT
 
 TIE = 1e-9
@@ -251,6 +252,17 @@ def markdown(res: Results, summary: dict[str, Any]) -> str:
         lines.append("| " + " | ".join([_md_cell(c.name), _md_cell(c.mode), cell,
                                          *[_fmt(s[m]["mean"]) if m in s else "-" for m in cols],
                                          _fmt(lat.get("p50"), 1), _fmt(lat.get("p95"), 1)]) + " |")
+    depth = depth_rows(res.configs, metric)
+    if depth:
+        lines += ["", f"Rerank depth: {LABELS[metric]} and latency against the first configuration of the same "
+                      "mode without rerank (the baseline).", "",
+                  f"| config | reranker | depth | {LABELS[metric]} | baseline | delta | p50 ms | p99 ms | "
+                  "baseline p50 / p99 ms |", "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+        for r in depth:
+            lines.append("| " + " | ".join([
+                _md_cell(r["config"]), _md_cell(r["reranker"]), str(r["depth"]), _fmt(r["value"]),
+                _md_cell(r["baseline"] or "-"), "-" if r["delta"] is None else f"{r['delta']:+.4f}",
+                _fmt(r["p50"], 1), _fmt(r["p99"], 1), f"{_fmt(r['baseline_p50'], 1)} / {_fmt(r['baseline_p99'], 1)}"]) + " |")
     diffs = summary["differences"]
     if diffs:
         lines += ["", "Settings that differ:", ""]
@@ -425,6 +437,21 @@ def render_html(res: Results, summary: dict[str, Any], figs: dict[str, Any] | No
                  + f"<td>{_fmt(c.latency_ms.get('p50'), 1)}</td><td>{_fmt(c.latency_ms.get('p95'), 1)}</td></tr>")
     p.append("</table>")
 
+    depth = depth_rows(res.configs, metric)
+    if depth:
+        p.append("<h2>Rerank depth</h2>")
+        p.append(f'<p class="meta">{LABELS[metric]} and latency (ms) of each reranked configuration against the '
+                 "first configuration of the same mode without rerank.</p>")
+        p.append('<table data-table="depth"><tr><th class="l">config</th><th class="l">reranker</th><th>depth</th>'
+                 f'<th>{LABELS[metric]}</th><th class="l">baseline</th><th>delta</th><th>p50</th><th>p99</th>'
+                 "<th>baseline p50 / p99</th></tr>")
+        for r in depth:
+            delta = "-" if r["delta"] is None else f"{r['delta']:+.4f}"
+            p.append(f'<tr><td class="l">{_e(r["config"])}</td><td class="l">{_e(r["reranker"])}</td>'
+                     f'<td>{_e(r["depth"])}</td><td>{_fmt(r["value"])}</td><td class="l">{_e(r["baseline"] or "-")}</td>'
+                     f"<td>{delta}</td><td>{_fmt(r['p50'], 1)}</td><td>{_fmt(r['p99'], 1)}</td>"
+                     f"<td>{_fmt(r['baseline_p50'], 1)} / {_fmt(r['baseline_p99'], 1)}</td></tr>")
+        p.append("</table>")
     diffs = summary["differences"]
     if diffs:
         p.append("<h2>Settings that differ</h2><table><tr><th class=\"l\">setting</th>"
