@@ -87,6 +87,15 @@ def configured_reranker(server: Server) -> Reranker:
     return reranker
 
 
+def public_name(server: Server, reranker: Reranker) -> str:
+    """The reranker's name as clients see it: an HTTP reranker's name may hold its endpoint's
+    host, which stays private (``http`` or ``http:<model>``)."""
+    r = server.settings.rerank
+    if r.method == "http":
+        return f"http:{r.model}" if r.model else "http"
+    return reranker.name
+
+
 def document_texts(documents: list[str | RerankDocIn]) -> list[str]:
     """The documents' texts, checked against the size limits (a 422 that names the document)."""
     if not documents:
@@ -107,18 +116,19 @@ def rerank(body: RerankIn, who: Caller = Depends(caller), server: Server = Depen
     """Cohere-shaped rerank: ``results`` best first, each an input ``index`` and its ``relevance_score``."""
     texts = document_texts(body.documents)
     reranker = configured_reranker(server)
+    name = public_name(server, reranker)
     t0 = time.perf_counter()
     try:
         scored = reranker.rerank(body.query, texts, body.top_n)
     except EmbedError as exc:
-        raise model_error(exc, f"the reranker '{reranker.name}'") from None
+        raise model_error(exc, f"the reranker '{name}'") from None
     except RerankError as exc:
         log.warning("rerank failed (%s): %s", reranker.name, exc)
-        raise ApiError(502, "reranker_unavailable", f"the reranker '{reranker.name}' failed; "
+        raise ApiError(502, "reranker_unavailable", f"the reranker '{name}' failed; "
                                                     "the error is in the server's log") from None
     return {"id": str(uuid.uuid4()),
             "results": [{"index": s.index, "relevance_score": s.score} for s in scored],
-            "meta": {"reranker": reranker.name, "documents": len(texts),
+            "meta": {"reranker": name, "documents": len(texts),
                      "took_ms": round((time.perf_counter() - t0) * 1000, 2)}}
 
 
