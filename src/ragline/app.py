@@ -25,6 +25,7 @@ from ragline.rag import RAG
 from ragline.rerank.base import Reranker
 from ragline.retrieve.search import Retriever
 from ragline.store.base import Store
+from ragline.transform.base import QueryTransform
 
 
 def ingest_syncer(indexer: Indexer, ingest: IngestSettings, on_event=None, acl_for=None) -> Syncer:
@@ -48,6 +49,7 @@ class Engine:
         self.home = settings.home
         self._embedder, self._cache, self._store = embedder, cache, store
         self._reranker = reranker
+        self._transforms: dict[str, QueryTransform] = {}
         self._retriever: Retriever | None = None
         self._sources: SourceRegistry | None = None
         self._lock = threading.RLock()  # parts are built once, even by concurrent first callers
@@ -211,11 +213,30 @@ class Engine:
         from ragline.generate.extractive import ExtractiveAnswerer
         return ExtractiveAnswerer(self.embedder)
 
+    def transform(self, method: str | None = None) -> QueryTransform | None:
+        """The configured query transformation (``[transform]``), or ``method``'s; None for none. An
+        LLM method with no LLM configured raises ConfigError naming llm.base_url."""
+        from ragline.transform import LLM_METHODS, build_transform
+
+        t = self.settings.transform
+        method = method or t.method
+        if method == "none":
+            return None
+        with self._lock:  # built once per method: an LLM one holds an HTTP client
+            if method not in self._transforms:
+                client = self.chat_client() if method in LLM_METHODS and self.settings.llm.base_url else None
+                self._transforms[method] = build_transform(
+                    method, client, n_queries=t.n_queries, hyde_passages=t.hyde_passages, max_tokens=t.max_tokens,
+                    temperature=t.temperature, prf_feedback=t.prf_feedback, prf_terms=t.prf_terms)
+            return self._transforms[method]
+
     def rag(self, answerer: Answerer | None = None,
             reading: Callable[[], ContextManager] | None = None) -> RAG:
-        """The RAG flow over the home's store: this engine's retriever, and ``answerer`` (default:
-        ``self.answerer()``). ``reading`` guards each store read (a serve collection's read lock)."""
-        return RAG(self.retriever, self.answerer() if answerer is None else answerer, self.store, reading)
+        """The RAG flow over the home's store: this engine's retriever, the configured query
+        transformation, and ``answerer`` (default: ``self.answerer()``). ``reading`` guards each store
+        read (a serve collection's read lock)."""
+        return RAG(self.retriever, self.answerer() if answerer is None else answerer, self.store, reading,
+                   transform=self.transform(), transforms=self.transform)
 
     # -- records -------------------------------------------------------------------------------
     def index_info(self) -> dict | None:

@@ -84,6 +84,19 @@ class RerankSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0)
 
 
+class TransformSettings(BaseModel):
+    """Query transformation before retrieval (transform/, retrieve/multi.py)."""
+
+    # none | hyde | multi-query | decompose | step-back (these four call the [llm] model) | prf (offline)
+    method: Literal["none", "hyde", "multi-query", "decompose", "step-back", "prf"] = "none"
+    n_queries: int = Field(3, ge=1, le=10, description="multi-query: rewrites; decompose: most sub-questions")
+    hyde_passages: int = Field(1, ge=1, le=5, description="hypothetical passages (one LLM call each)")
+    max_tokens: int = Field(256, ge=16)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    prf_feedback: int = Field(3, ge=1, le=50, description="top passages read by prf")
+    prf_terms: int = Field(5, ge=1, le=50, description="terms prf adds to the sparse query")
+
+
 class LLMSettings(BaseModel):
     base_url: str | None = None  # OpenAI-compatible, e.g. http://127.0.0.1:8080/v1; unset = extractive
     model: str = "default"
@@ -138,6 +151,7 @@ class Settings(BaseSettings):
     chunk: ChunkSettings = ChunkSettings()
     retrieve: RetrieveSettings = RetrieveSettings()
     rerank: RerankSettings = RerankSettings()
+    transform: TransformSettings = TransformSettings()
     llm: LLMSettings = LLMSettings()
     ingest: IngestSettings = IngestSettings()
     serve: ServeSettings = ServeSettings()

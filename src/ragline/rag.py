@@ -15,40 +15,64 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 from ragline.generate.base import Answerer
 from ragline.generate.citations import pinpoint
-from ragline.retrieve.search import Retriever, SearchRequest
+from ragline.retrieve.search import QueryError, Retriever, SearchRequest
 from ragline.store.base import Store
 from ragline.trace import Trace
+from ragline.transform.base import QueryTransform
 from ragline.types import Answer, Hit
 
 
 @dataclass(frozen=True)
 class Ask:
-    """A checked question: the text to answer and the retrieval that feeds it."""
+    """A checked question: the text to answer, the retrieval that feeds it, and the query
+    transformation that rewrites it first (None: the question is searched as it is)."""
 
     question: str
     search: SearchRequest
+    transform: QueryTransform | None = None
 
 
 class RAG:
     def __init__(self, retriever: Retriever, answerer: Answerer, store: Store,
-                 reading: Callable[[], ContextManager] | None = None) -> None:
+                 reading: Callable[[], ContextManager] | None = None, *, transform: QueryTransform | None = None,
+                 transforms: Callable[[str], QueryTransform | None] | None = None) -> None:
+        """``transform`` is the configured query transformation; ``transforms`` builds one by method
+        name, for a request that asks for another (None: requests cannot choose)."""
         self.retriever, self.answerer, self.store = retriever, answerer, store
         self._reading = reading or nullcontext
+        self.transform, self._transforms = transform, transforms
 
     def request(self, question: str, *, k: int | None = None, mode: str | None = None, filter: str | None = None,
                 aggregate: str | None = None, principals: tuple[str, ...] | None = None,
-                rerank: bool | None = None, rerank_depth: int | None = None) -> Ask:
-        """A question with its retrieval options, checked (``QueryError``, ``FilterError``); unset
-        options take the configured defaults. ``principals`` restricts retrieval to what they may read;
-        ``rerank`` False skips the configured reranker, True requires one."""
+                rerank: bool | None = None, rerank_depth: int | None = None, transform: str | None = None) -> Ask:
+        """A question with its retrieval options, checked (``QueryError``, ``FilterError``; a
+        transformation that needs an unconfigured LLM, ``ConfigError``); unset options take the
+        configured defaults. ``principals`` restricts retrieval to what they may read; ``rerank`` False
+        skips the configured reranker, True requires one; ``transform`` names a query transformation
+        ("none" skips the configured one)."""
+        from ragline.transform.base import METHODS
+
         search = self.retriever.request(question, k=k, mode=mode, filter=filter, aggregate=aggregate,
                                         rerank=rerank, rerank_depth=rerank_depth)
-        return Ask(question, replace(search, principals=principals))
+        chosen = self.transform
+        if transform is not None:
+            if transform not in METHODS:
+                raise QueryError(f"transform must be one of {', '.join(METHODS)}, not '{transform}'")
+            if self._transforms is None and transform != "none":
+                raise QueryError("this flow takes no per-request query transformation")
+            chosen = None if transform == "none" else self._transforms(transform)  # type: ignore[misc]
+        return Ask(question, replace(search, principals=principals), chosen)
 
     def retrieve(self, ask: Ask, trace: Trace | None = None) -> list[Hit]:
-        """The hits for ``ask``; with ``trace``, every retrieval stage is recorded in it."""
-        with self._reading():
-            return self.retriever.search(ask.search, trace)
+        """The hits for ``ask`` (rewritten first by its transformation, if any); with ``trace``, every
+        stage is recorded in it. A transformation's LLM call runs outside the ``reading`` guard."""
+        if ask.transform is None:
+            with self._reading():
+                return self.retriever.search(ask.search, trace)
+        from ragline.retrieve.multi import transformed_search
+
+        hits, _ = transformed_search(ask.transform, self.retriever, ask.search, trace, self._reading)
+        return hits
 
     def answer(self, ask: Ask, hits: Sequence[Hit] | None = None) -> Answer:
         """The cited answer from ``hits`` (retrieved for ``ask`` when not given)."""

@@ -82,6 +82,11 @@ def eval_beir(
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="also write the JSON result, with per-query values, here"),
     per_query: bool = typer.Option(False, "--per-query", help="include per-query values in --json output"),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="second stage: none | minilm | cross-encoder | "
+                                                                "http | llm [default: rerank.method]"),
+    rerank_depth: Optional[int] = typer.Option(None, "--rerank-depth", help="candidates reranked [default: rerank.depth]"),
+    transform: Optional[str] = typer.Option(None, "--transform", help="query transformation (none | prf | hyde | "
+                                                                      "multi-query | decompose | step-back)"),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -93,8 +98,11 @@ def eval_beir(
 
         wanted = [m.strip() for m in modes.split(",") if m.strip()]
         with progress_bar(not as_json and err.is_terminal, lazy=True) as progress:
+            given = {"rerank": {"method": rerank, "depth": rerank_depth}, "transform": {"method": transform}}
+            overrides = {s: {k: v for k, v in vals.items() if v is not None} for s, vals in given.items()}
             data = run_beir(path, wanted, split=split, max_queries=max_queries, max_docs=max_docs,
-                            index_dir=index_dir, output=output, home=home, on_event=_beir_events(progress))
+                            index_dir=index_dir, output=output, home=home, on_event=_beir_events(progress),
+                            overrides={s: v for s, v in overrides.items() if v})
         if as_json:
             emit_json(data if per_query else {k: v for k, v in data.items() if k != "per_query"})
             return

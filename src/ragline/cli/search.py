@@ -9,6 +9,8 @@ import typer
 from rich.markup import escape
 
 from ragline.cli import app
+from ragline.generate.extractive import ExtractiveAnswerer
+from ragline.rag import RAG
 from ragline.trace import Trace
 from ragline.types import Answer
 from ragline.cli.common import (HomeOpt, JsonOpt, emit_json, engine_for, guard, out, require_index,
@@ -26,6 +28,9 @@ RerankOpt = typer.Option(None, "--rerank", help="second stage: none | minilm | c
                                                 "[default: rerank.method]")
 RerankDepthOpt = typer.Option(None, "--rerank-depth", help="candidates reranked [default: rerank.depth]")
 TraceOpt = typer.Option(False, "--trace", help="show each stage: candidates in and out, time, scores")
+TransformOpt = typer.Option(None, "--transform", help="query transformation: none | prf (offline) | hyde | "
+                                                      "multi-query | decompose | step-back (these need an LLM) "
+                                                      "[default: transform.method]")
 
 
 def print_trace(trace: Trace) -> None:
@@ -54,6 +59,7 @@ def query(
     ef: Optional[int] = typer.Option(None, help="HNSW search-time candidate list size"),
     rerank: Optional[str] = RerankOpt,
     rerank_depth: Optional[int] = RerankDepthOpt,
+    transform: Optional[str] = TransformOpt,
     trace: bool = TraceOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
@@ -62,13 +68,16 @@ def query(
 
     def go() -> None:
         settings = settings_for(home, {"retrieve": {"fusion": fusion, "dense_weight": dense_weight, "hnsw_ef": ef},
-                                       "rerank": search_overrides(rerank, rerank_depth)})
+                                       "rerank": search_overrides(rerank, rerank_depth),
+                                       "transform": {"method": transform}})
         engine = engine_for(settings)
         require_index(engine)
-        r = engine.retriever
-        req = r.request(text, k=k, mode=mode, filter=filter, aggregate="document" if documents else None)
+        rag = RAG(engine.retriever, ExtractiveAnswerer(engine.embedder), engine.store,
+                  transform=engine.transform())  # no answer is written: the answerer is never called
+        ask = rag.request(text, k=k, mode=mode, filter=filter, aggregate="document" if documents else None)
+        req = ask.search
         stages = Trace() if trace else None
-        hits = r.search(req, stages)
+        hits = rag.retrieve(ask, stages)
         if as_json:
             emit_json({"query": text, "mode": req.mode, "filter": filter,
                        "hits": [hit_json(i + 1, h) for i, h in enumerate(hits)],
@@ -113,6 +122,7 @@ def ask(
     stream: bool = typer.Option(True, "--stream/--no-stream", help="print LLM tokens as they arrive"),
     rerank: Optional[str] = RerankOpt,
     rerank_depth: Optional[int] = RerankDepthOpt,
+    transform: Optional[str] = TransformOpt,
     trace: bool = TraceOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
@@ -120,7 +130,8 @@ def ask(
     """Answer a question from the indexed documents, with numbered citations and a source list."""
 
     def go() -> None:
-        engine = engine_for(settings_for(home, {"rerank": search_overrides(rerank, rerank_depth)}))
+        engine = engine_for(settings_for(home, {"rerank": search_overrides(rerank, rerank_depth),
+                                                "transform": {"method": transform}}))
         require_index(engine)
         rag = engine.rag()
         request = rag.request(question, k=k, mode=mode, filter=filter)

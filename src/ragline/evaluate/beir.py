@@ -14,6 +14,7 @@ from ragline.evaluate.metrics import (average_precision_at_k, hit_rate_at_k, mrr
 from ragline.ingest.indexer import Indexer, record_fields
 from ragline.retrieve.search import Retriever, SearchRequest
 from ragline.store.base import DocRecord
+from ragline.transform.base import QueryTransform
 from ragline.types import Document, Section, content_hash
 
 
@@ -184,14 +185,20 @@ def score_query(ranked: Sequence[str], rel: dict[str, int]) -> dict[str, float]:
 
 
 def evaluate(ds: BeirDataset, retriever: Retriever, modes: Sequence[str], depth: int = 100,
-             progress: Callable[[str, int], None] | None = None) -> list[ModeResult]:
+             progress: Callable[[str, int], None] | None = None, transform: QueryTransform | None = None
+             ) -> list[ModeResult]:
+    """Each mode over every query (documents ranked by their best chunk, ``depth`` deep); with
+    ``transform``, each query is rewritten first, as ``ragline ask --transform`` does."""
+    from ragline.retrieve.multi import transformed_search
+
     results = []
     for mode in modes:
         lat: list[float] = []
         per_query: dict[str, dict[str, float]] = {}
         for i, (qid, text) in enumerate(ds.queries.items()):
             t = time.perf_counter()
-            hits = retriever.search(SearchRequest(text, k=depth, mode=mode, aggregate="document"))  # type: ignore[arg-type]
+            req = SearchRequest(text, k=depth, mode=mode, aggregate="document")  # type: ignore[arg-type]
+            hits = retriever.search(req) if transform is None else transformed_search(transform, retriever, req)[0]
             lat.append((time.perf_counter() - t) * 1000)
             per_query[qid] = score_query([h.chunk.doc_id for h in hits], ds.qrels[qid])
             if progress:

@@ -113,7 +113,7 @@ def run_report(results: Path, compare: tuple[str, str] | None, metric: str, resa
 # --------------------------------------------------------------------------------------- eval beir
 def run_beir(path: Path, modes: Sequence[str], *, split: str, max_queries: int | None, max_docs: int | None,
              index_dir: Path | None, output: Path | None, home: Path | None,
-             on_event: Event | None = None) -> dict[str, Any]:
+             on_event: Event | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Index (a slice of) a BEIR folder from scratch with the home's settings and score each mode: the
     `eval beir` result, with per-query values, also written to ``output`` when given.
 
@@ -138,7 +138,7 @@ def run_beir(path: Path, modes: Sequence[str], *, split: str, max_queries: int |
         ds.queries = dict(list(ds.queries.items())[:max_queries])
     if max_docs is not None:
         ds = slice_corpus(ds, max_docs)
-    settings = load_settings({}, home=home)
+    settings = load_settings(overrides or {}, home=home)
     engine = Engine(settings)
     tmp = tempfile.TemporaryDirectory(prefix="ragline-beir-") if index_dir is None else None
     where = Path(tmp.name if tmp else index_dir)  # type: ignore[arg-type]
@@ -151,7 +151,8 @@ def run_beir(path: Path, modes: Sequence[str], *, split: str, max_queries: int |
                                                                        {"done": done, "chunks": chunks}))
         retriever = engine.retriever_for(store)
         emit("query-start", {"total": len(ds.queries) * len(modes)})
-        results = evaluate(ds, retriever, modes, progress=lambda mode, i: emit("query-progress", {"mode": mode}))
+        results = evaluate(ds, retriever, modes, progress=lambda mode, i: emit("query-progress", {"mode": mode}),
+                           transform=engine.transform())
     finally:
         if tmp:
             tmp.cleanup()
@@ -160,7 +161,9 @@ def run_beir(path: Path, modes: Sequence[str], *, split: str, max_queries: int |
         "corpus_documents": corpus_docs, "split": split, "max_queries": max_queries, "max_docs": max_docs,
         "dataset_fingerprint": fingerprint, "ragline_version": __version__,
         "settings": {"embedding_model": engine.embedder.model_id, "chunking": settings.chunk.model_dump(),
-                     "retrieve": settings.retrieve.model_dump()},
+                     "retrieve": settings.retrieve.model_dump(),
+                     "rerank": {k: v for k, v in settings.rerank.model_dump().items() if k != "api_key"},
+                     "transform": settings.transform.model_dump()},
         "ingest": ingest_stats,
         "modes": {m.mode: {**{k: round(v, 4) for k, v in m.metrics.items()},
                            "latency_ms_p50": round(m.latency_ms["p50"], 2),

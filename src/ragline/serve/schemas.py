@@ -41,6 +41,8 @@ class RetrievalIn(BaseModel):
     rerank: bool | None = Field(None, description="false skips the server's reranker ([rerank]); true requires one")
     rerank_depth: int | None = Field(None, ge=1, le=1000, description="candidates reranked [default: rerank.depth]")
     trace: bool = Field(False, description="return each stage run: candidates in and out, time, scores")
+    transform: Literal["none", "hyde", "multi-query", "decompose", "step-back", "prf"] | None = Field(
+        None, description="query transformation [default: the server's transform.method]; all but prf need an LLM")
 
 
 class QueryIn(RetrievalIn):

@@ -101,7 +101,7 @@ class Server:
             col = self._collections.get(key)
             if col is None:
                 root = self.tenant_dir(tenant) / "collections" / name
-                col = Collection(tenant, name, root, self.settings, self.embedder, self.reranker)
+                col = Collection(tenant, name, root, self.llm_settings, self.embedder, self.reranker)
                 self._collections[key] = col
             return col
 

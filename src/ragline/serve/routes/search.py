@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from fastapi import APIRouter, Depends
 from sse_starlette.sse import EventSourceResponse
 
+from ragline.config import ConfigError
 from ragline.filters import FilterError
 from ragline.generate.llm import LLMError
 from ragline.rag import RAG, Ask
@@ -36,7 +37,9 @@ def request(server: Server, col: Collection, who: Caller, text: str, k: int, bod
     try:
         return rag, rag.request(text, k=k, mode=body.mode, filter=body.filter,
                                 aggregate="document" if documents else None, principals=who.principals,
-                                rerank=body.rerank, rerank_depth=body.rerank_depth)
+                                rerank=body.rerank, rerank_depth=body.rerank_depth, transform=body.transform)
+    except ConfigError as exc:  # a transformation that needs the LLM this server does not have
+        raise ApiError(400, "invalid_request", str(exc)) from None
     except FilterError as exc:
         raise ApiError(400, "invalid_filter", str(exc)) from None
     except QueryError as exc:
@@ -49,9 +52,17 @@ def query(body: QueryIn, col: Collection = Depends(collection_of), who: Caller =
     t0 = time.perf_counter()
     rag, ask = request(server, col, who, body.query, body.k, body, body.documents)
     trace = Trace() if body.trace else None
-    hits = rag.retrieve(ask, trace)
+    hits = retrieve(server, rag, ask, trace)
     return {"query": body.query, "hits": [hit_json(col, i + 1, h) for i, h in enumerate(hits)],
             "took_ms": round((time.perf_counter() - t0) * 1000, 2), **({"trace": trace.json()} if trace else {})}
+
+
+def retrieve(server: Server, rag: RAG, ask: Ask, trace: Trace | None) -> list:
+    """The ask's hits; a query transformation's LLM failing is a 502, as for an answer."""
+    try:
+        return rag.retrieve(ask, trace)
+    except LLMError as exc:
+        raise ApiError(502, "llm_unavailable", llm_message(server, exc)) from None
 
 
 def llm_message(server: Server, exc: Exception) -> str:
@@ -69,7 +80,8 @@ def event(kind: str, data: dict) -> dict:
 @router.post("/v1/tenants/{tenant}/collections/{collection}/ask", tags=["search"])
 def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader),
         server: Server = Depends(server_of)):
-    key = (who.principals, body.question.strip(), body.k, body.mode, body.filter, body.rerank, body.rerank_depth)
+    key = (who.principals, body.question.strip(), body.k, body.mode, body.filter, body.rerank, body.rerank_depth,
+           body.transform)
     version = col.write_version  # read before retrieval: a write after it makes this answer stale
     cached = None if body.trace else col.answers.get(key)  # a traced ask runs every stage
     if cached is not None:
@@ -79,7 +91,7 @@ def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Dep
                                          event("answer", {**cached, "cached": True}), event("done", {})]), ping=15)
     rag, question = request(server, col, who, body.question, body.k, body)
     trace = Trace() if body.trace else None
-    hits = rag.retrieve(question, trace)
+    hits = retrieve(server, rag, question, trace)
     traced = (lambda: {"trace": trace.json()}) if trace else dict
     if not body.stream:
         try:
