@@ -23,6 +23,7 @@ from ragline.ingest.indexer import Indexer
 from ragline.ingest.sync import SourceRegistry, Syncer
 from ragline.rag import RAG
 from ragline.rerank.base import Reranker
+from ragline.retrieve.fallback import FallbackPolicy
 from ragline.retrieve.search import Retriever
 from ragline.store.base import Store
 from ragline.transform.base import QueryTransform
@@ -235,8 +236,10 @@ class Engine:
         """The RAG flow over the home's store: this engine's retriever, the configured query
         transformation, and ``answerer`` (default: ``self.answerer()``). ``reading`` guards each store
         read (a serve collection's read lock)."""
+        route = self.settings.route
         return RAG(self.retriever, self.answerer() if answerer is None else answerer, self.store, reading,
-                   transform=self.transform(), transforms=self.transform)
+                   transform=self.transform(), transforms=self.transform,
+                   fallbacks=FallbackPolicy(tuple(route.fallbacks), route.min_hits, route.weak_below))
 
     # -- records -------------------------------------------------------------------------------
     def index_info(self) -> dict | None:

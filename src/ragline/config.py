@@ -97,6 +97,15 @@ class TransformSettings(BaseModel):
     prf_terms: int = Field(5, ge=1, le=50, description="terms prf adds to the sparse query")
 
 
+class RouteSettings(BaseModel):
+    """What to do when retrieval comes back weak (retrieve/fallback.py); off unless steps are listed."""
+
+    # in order, until the results are not weak: drop-filter | rewrite | not-found
+    fallbacks: list[Literal["drop-filter", "rewrite", "not-found"]] = Field(default_factory=list)
+    min_hits: int = Field(1, ge=1, description="fewer hits than this are weak")
+    weak_below: float = Field(0.25, ge=-1.0, le=1.0, description="a best dense cosine under this is weak")
+
+
 class LLMSettings(BaseModel):
     base_url: str | None = None  # OpenAI-compatible, e.g. http://127.0.0.1:8080/v1; unset = extractive
     model: str = "default"
@@ -152,6 +161,7 @@ class Settings(BaseSettings):
     retrieve: RetrieveSettings = RetrieveSettings()
     rerank: RerankSettings = RerankSettings()
     transform: TransformSettings = TransformSettings()
+    route: RouteSettings = RouteSettings()
     llm: LLMSettings = LLMSettings()
     ingest: IngestSettings = IngestSettings()
     serve: ServeSettings = ServeSettings()

@@ -187,7 +187,8 @@ def test_multi_query_fuses_the_rewrites_hits_over_a_real_index(retriever):
     with llm:
         found, rewrite = run(retriever, transform, "xylophone", trace, mode="sparse", k=5)
     assert doc_ids(found) == ["volcano", "football"]  # two rewrites found the volcano, one the football
-    assert set(found[0].scores) == {"query 2", "query 3"} and set(found[1].scores) == {"query 4"}
+    # the lists that found each hit, and its best raw score of the mode they ran in
+    assert set(found[0].scores) == {"query 2", "query 3", "sparse"} and set(found[1].scores) == {"query 4", "sparse"}
     names = [s.name for s in trace.stages]
     assert names == ["transform", "search", "search", "search", "search", "fuse-queries"]
     assert trace.stages[0].detail["queries"] == list(rewrite.queries)

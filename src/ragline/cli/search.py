@@ -10,7 +10,6 @@ from rich.markup import escape
 
 from ragline.cli import app
 from ragline.generate.extractive import ExtractiveAnswerer
-from ragline.rag import RAG
 from ragline.trace import Trace
 from ragline.types import Answer
 from ragline.cli.common import (HomeOpt, JsonOpt, emit_json, engine_for, guard, out, require_index,
@@ -72,8 +71,7 @@ def query(
                                        "transform": {"method": transform}})
         engine = engine_for(settings)
         require_index(engine)
-        rag = RAG(engine.retriever, ExtractiveAnswerer(engine.embedder), engine.store,
-                  transform=engine.transform())  # no answer is written: the answerer is never called
+        rag = engine.rag(ExtractiveAnswerer(engine.embedder))  # no answer is written: the answerer is never called
         ask = rag.request(text, k=k, mode=mode, filter=filter, aggregate="document" if documents else None)
         req = ask.search
         stages = Trace() if trace else None

@@ -60,13 +60,30 @@ class Searches:
         return self.run(self.req.text)
 
 
+MODE_SCORES = ("dense", "sparse")
+
+
+def mode_scores(lists: Mapping[str, Sequence[Hit]]) -> dict[str, dict[str, float]]:
+    """Per chunk id, its best raw score of each retrieval mode over every list that found it
+    (what a later stage judges a hit by, e.g. the fallback's dense cosine)."""
+    out: dict[str, dict[str, float]] = {}
+    for hits in lists.values():
+        for h in hits:
+            mine = out.setdefault(h.chunk.id, {})
+            for mode in MODE_SCORES:
+                if mode in h.scores:
+                    mine[mode] = max(mine.get(mode, float("-inf")), h.scores[mode])
+    return out
+
+
 def fuse_rrf(lists: Mapping[str, Sequence[Hit]], k: int = 60) -> list[Hit]:
     """Reciprocal rank fusion of hit lists keyed by chunk id; a hit's scores name each list that
-    found it with its score there."""
+    found it with its score there, and keep its best raw dense and sparse scores."""
     chunks = {h.chunk.id: h.chunk for hits in lists.values() for h in hits}
+    modes = mode_scores(lists)
     fused = rrf({label: [Candidate(h.chunk.id, h.chunk.doc_id, h.score) for h in hits]
                  for label, hits in lists.items()}, k)
-    return [Hit(chunks[f.key], f.score, dict(f.scores)) for f in fused]
+    return [Hit(chunks[f.key], f.score, {**f.scores, **modes[f.key]}) for f in fused]
 
 
 def interleave(lists: Mapping[str, Sequence[Hit]]) -> list[Hit]:
@@ -83,7 +100,8 @@ def interleave(lists: Mapping[str, Sequence[Hit]]) -> list[Hit]:
             if rank < len(hits) and hits[rank].chunk.id not in seen:
                 seen.add(hits[rank].chunk.id)
                 order.append(hits[rank])
-    return [Hit(h.chunk, 1.0 / (i + 1), found[h.chunk.id]) for i, h in enumerate(order)]
+    modes = mode_scores(lists)
+    return [Hit(h.chunk, 1.0 / (i + 1), {**found[h.chunk.id], **modes[h.chunk.id]}) for i, h in enumerate(order)]
 
 
 def best_per_document(hits: Sequence[Hit]) -> list[Hit]:
