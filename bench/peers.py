@@ -159,7 +159,33 @@ def build_rows(raw: dict[str, dict], ds, depth: int) -> list[dict]:
     return rows
 
 
-def goals(rows: list[dict], raw: dict[str, dict]) -> dict:
+def per_query_ndcg(ds, ranked: dict[str, list[str]], depth: int) -> dict[str, float]:
+    from ragline.evaluate.beir import score_query
+
+    return {qid: score_query(ranked.get(qid, [])[:depth], ds.qrels[qid])["ndcg@10"] for qid in ds.queries}
+
+
+def paired(ds, ranked_a: dict[str, list[str]], ranked_b: dict[str, list[str]], depth: int,
+           resamples: int = 10000, seed: int = 0) -> dict:
+    """ragline's best against a peer's best, query by query on nDCG@10: wins, losses, ties, the mean
+    difference with its 95% paired-bootstrap interval, and the one-sided bootstrap p-value of
+    "ragline is not better" (the share of resampled mean differences at or below 0)."""
+    import numpy as np
+
+    from ragline.evaluate.report import bootstrap_mean_ci
+
+    qa, qb = per_query_ndcg(ds, ranked_a, depth), per_query_ndcg(ds, ranked_b, depth)
+    qids = sorted(qa)
+    d = np.array([qa[q] - qb[q] for q in qids])
+    mean, lo, hi = bootstrap_mean_ci(d, resamples, seed)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1) if d.size else np.zeros(1)
+    return {"queries": int(d.size), "wins": int((d > 1e-9).sum()), "losses": int((d < -1e-9).sum()),
+            "ties": int((abs(d) <= 1e-9).sum()), "mean_diff": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "p_not_better": round(float((means <= 0).mean()), 4), "resamples": resamples, "seed": seed}
+
+
+def goals(rows: list[dict], raw: dict[str, dict], ds=None, depth: int = 100) -> dict:
     ours = [r for r in rows if r["system"] == "ragline"]
     best = max(ours, key=lambda r: r["ndcg@10"])
     base = next(r for r in ours if r["mode"] == BASELINE[1])
@@ -173,9 +199,14 @@ def goals(rows: list[dict], raw: dict[str, dict]) -> dict:
         phyb = min(hybrids, key=lambda r: r["latency_ms"]["p50"]) if hybrids else None
         ingest = ratio(base["docs_per_s"], pbest["docs_per_s"])
         p50 = ratio(base["latency_ms"]["p50"], phyb["latency_ms"]["p50"]) if phyb else None
+        significance = None
+        if ds is not None:
+            significance = paired(ds, raw["ragline"]["modes"][best["mode"]]["ranked"],
+                                  raw[system]["modes"][pbest["mode"]]["ranked"], depth)
         out["peers"][system] = {
             "best_mode": pbest["mode"], "best_ndcg@10": pbest["ndcg@10"],
             "ndcg_goal_met": best["ndcg@10"] >= pbest["ndcg@10"],
+            "paired_ndcg@10": significance,
             "ingest_ratio": ingest, "ingest_goal_met": ingest is not None and ingest >= GOAL_INGEST_RATIO,
             "hybrid_p50_mode": phyb["mode"] if phyb else None, "p50_ratio": p50,
             "p50_goal_met": p50 is not None and p50 <= GOAL_P50_RATIO,
@@ -207,6 +238,13 @@ def print_table(rows: list[dict], g: dict, header: str) -> None:
               f"ingest {fmt(p['ingest_ratio'], '.2f')}x (goal >= {GOAL_INGEST_RATIO:g}x) -> "
               f"{'met' if p['ingest_goal_met'] else 'NOT met'}; hybrid p50 {fmt(p['p50_ratio'], '.2f')}x of "
               f"{p['hybrid_p50_mode']} (goal <= {GOAL_P50_RATIO:g}x) -> {'met' if p['p50_goal_met'] else 'NOT met'}")
+        sig = p.get("paired_ndcg@10")
+        if sig:
+            print(f"  paired over {sig['queries']} queries (nDCG@10, ragline {rb['mode']} - {system} "
+                  f"{p['best_mode']}): {sig['wins']} wins, {sig['losses']} losses, {sig['ties']} ties; mean "
+                  f"{sig['mean_diff']:+.4f} [95% CI {sig['ci95'][0]:+.4f}, {sig['ci95'][1]:+.4f}]; "
+                  f"p(not better) = {sig['p_not_better']:.4f} (one-sided paired bootstrap, "
+                  f"{sig['resamples']} resamples)")
 
 
 # ------------------------------------------------------------------------------------ main
@@ -222,6 +260,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="limit every runner to N threads (OMP/MKL/OpenBLAS); default: each library's own "
                         "(torch: one per core). On a loaded machine 1 avoids threads waiting on each other")
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
+    p.add_argument("--ragline-rerank", default=None, metavar="METHOD",
+                   help="also score ragline's hybrid with this reranker (rerank.method, e.g. minilm) as mode "
+                        "hybrid+rerank; RAGLINE_RERANK__* variables set its other settings")
     p.add_argument("--peers-venv", type=Path, default=DEFAULT_VENV)
     p.add_argument("--setup-only", action="store_true", help="create the peers' virtualenv and stop")
     p.add_argument("--output", type=Path, default=None, help="default: bench/results/peers-<date>.json")
@@ -257,13 +298,15 @@ def main(argv=None) -> int:
             f"model {model}")
         for system in systems:
             python = Path(sys.executable) if system == "ragline" else peers_py
+            if system == "ragline" and args.ragline_rerank:
+                os.environ["RAGLINE_PEERS_RERANK"] = args.ragline_rerank
             raw[system] = run_system(system, python, work, model, args.depth, args.warmup, args.threads)
             log(f"{system} done in {raw[system]['wall_seconds']}s; load {loadavg()}")
     up_end, load_end = uptime(), loadavg()
     log(f"end: {up_end}")
 
     rows = build_rows(raw, ds, args.depth)
-    g = goals(rows, raw) if len(raw) > 1 else {"ragline_best": {}, "peers": {}}
+    g = goals(rows, raw, ds, args.depth) if len(raw) > 1 else {"ragline_best": {}, "peers": {}}
     header = (f"{args.dataset.name}: {n_docs} documents, {len(ds.queries)} queries, depth {args.depth}, "
               f"model all-MiniLM-L6-v2 (bundled), threads {args.threads or 'default'}; "
               f"load average {load_start} -> {load_end}")

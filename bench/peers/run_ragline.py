@@ -94,6 +94,16 @@ def main() -> int:
             return search
 
         modes = {"dense": mode("dense"), "sparse": mode("sparse"), "hybrid": mode("hybrid")}
+        rerank = os.environ.get("RAGLINE_PEERS_RERANK")
+        if rerank:  # bench/peers.py --ragline-rerank METHOD: the hybrid list reranked
+            reranked = Engine(load_settings({"rerank": {"method": rerank}}, home=home), embedder=embedder,
+                              store=state["store"]).retriever
+
+            def search_reranked(text: str) -> list[str]:
+                hits = reranked.search(SearchRequest(text, k=args.depth, mode="hybrid", aggregate="document"))
+                return [h.chunk.doc_id for h in hits]
+
+            modes["hybrid+rerank"] = search_reranked
         results = c.run_queries(SYSTEM, modes, queries, args.warmup)
 
     r, ch, e = settings.retrieve, settings.chunk, settings.embed
