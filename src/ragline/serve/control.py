@@ -82,6 +82,8 @@ class ControlDB:
                 CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, tenant TEXT, name TEXT, hash TEXT,
                     principals TEXT, created REAL, revoked INTEGER DEFAULT 0);
                 CREATE TABLE IF NOT EXISTS admin (id INTEGER PRIMARY KEY CHECK (id = 1), hash TEXT);
+                CREATE TABLE IF NOT EXISTS collection_profiles (tenant TEXT, name TEXT, profile TEXT, updated REAL,
+                    PRIMARY KEY (tenant, name));
             """)
             columns = [r[1] for r in self._db.execute("PRAGMA table_info(keys)")]
             if "kind" not in columns:  # a control database from before key kinds: all tenant keys
@@ -121,7 +123,7 @@ class ControlDB:
     def delete_tenant(self, name: str) -> None:
         with self._lock:
             self._db.execute("BEGIN")
-            for table in ("keys", "collections"):
+            for table in ("keys", "collections", "collection_profiles"):
                 self._db.execute(f"DELETE FROM {table} WHERE tenant = ?", (name,))
             self._db.execute("DELETE FROM tenants WHERE name = ?", (name,))
             self._db.execute("COMMIT")
@@ -143,6 +145,28 @@ class ControlDB:
 
     def delete_collection(self, tenant: str, name: str) -> None:
         self._q("DELETE FROM collections WHERE tenant = ? AND name = ?", (tenant, name))
+        self._q("DELETE FROM collection_profiles WHERE tenant = ? AND name = ?", (tenant, name))
+
+    # -- collection profiles (routing: description, metadata, retrieval defaults) ------------
+    def set_profile(self, tenant: str, name: str, profile: dict) -> dict:
+        """Replace a collection's profile (a JSON object); returns it with its update time."""
+        if not self.collection_exists(tenant, name):
+            raise ControlError("not_found", f"no collection '{name}' in tenant '{tenant}'", 404)
+        now = time.time()
+        self._q("INSERT OR REPLACE INTO collection_profiles VALUES (?, ?, ?, ?)",
+                (tenant, name, json.dumps(profile), now))
+        return {**profile, "updated": now}
+
+    def profile(self, tenant: str, name: str) -> dict | None:
+        """A collection's profile with its update time, or None when none was set."""
+        rows = self._q("SELECT profile, updated FROM collection_profiles WHERE tenant = ? AND name = ?",
+                       (tenant, name))
+        return {**json.loads(rows[0][0]), "updated": rows[0][1]} if rows else None
+
+    def profiles(self, tenant: str) -> dict[str, dict]:
+        """Every profile of a tenant's collections, by collection name."""
+        rows = self._q("SELECT name, profile, updated FROM collection_profiles WHERE tenant = ?", (tenant,))
+        return {n: {**json.loads(p), "updated": u} for n, p, u in rows}
 
     # -- API keys ---------------------------------------------------------------------------
     def create_key(self, tenant: str, name: str, principals: list[str], kind: str = "tenant") -> tuple[str, KeyInfo]:

@@ -1,0 +1,1 @@
+"""Routing a question across several collections (indexes): which ones to search (``router``)."""
