@@ -30,3 +30,16 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
 
 def content_words(text: str) -> set[str]:
     return {w for w in (t.lower() for t in _WORD.findall(text)) if w not in STOPWORDS and len(w) > 1}
+
+
+def _stem(word: str) -> str:
+    """A crude English stem, enough for "sorting", "sorted" and "sorts" to meet "sort"."""
+    for suffix in ("ies", "ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def word_stems(text: str) -> set[str]:
+    """The content words of ``text`` (see ``content_words``), each crudely stemmed."""
+    return {_stem(w) for w in content_words(text)}

@@ -46,7 +46,8 @@ class ChunkPlan:
 
     def fingerprint(self, model_id: str) -> str:
         # v4: chunks bounded in characters too; parsers keep text they used to drop
-        return content_hash(f"{self.strategy}|{self.size}|{self.overlap}|{self.title_prefix}|{model_id}|v4")
+        # v5: HTML headings and <pre> blocks are sections of their own, permalink marks dropped
+        return content_hash(f"{self.strategy}|{self.size}|{self.overlap}|{self.title_prefix}|{model_id}|v5")
 
 
 Span = tuple[int, int]

@@ -4,7 +4,15 @@ Boilerplate goes before the walk: script/style, nav, footer, aside, a page
 header (one not inside <main>/<article>), ARIA landmark roles for navigation,
 banner and footer, hidden elements, and elements whose class/id names them
 as menus, sidebars, cookie banners and the like. If the page has a <main>
-(or role=main, or a single <article>) only that is read.
+(or role=main, or a single <article>) only that is read. Permalink anchors
+(Sphinx's ``a.headerlink`` "¶", and any in-page link whose whole text is a
+mark such as "#", "§" or "🔗") are dropped too, so heading paths read
+"5. Data Structures", not "5. Data Structures¶".
+
+Each heading is a Section of its own (kind="heading"), and each ``<pre>`` a
+Section of kind="code" whose line breaks and indentation are kept: the
+answerer must never quote a heading as a sentence, and must be able to show
+a code block whole after the sentence that introduces it.
 
 Nothing a browser shows is lost to the parser: content after ``</body>`` or
 ``</html>`` belongs to the body (HTML5 tree construction), so those end tags
@@ -19,12 +27,14 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 from ragline.ingest.clean import normalize_whitespace
 from ragline.ingest.parsers.base import (
     OutlineBuilder,
     ParseError,
+    Segment,
     assemble,
     bom_encoding,
     check_length,
@@ -70,6 +80,10 @@ _STRAY_END = re.compile(r"</(?:body|html)\s*>", re.IGNORECASE)
 # ([^<>] keeps the scan linear: each start stops at the next "<")
 _TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
 _RAW_TEXT = re.compile(r"<(script|style)\b", re.IGNORECASE)
+# Permalink marks: a link's whole text is one of these (Sphinx "¶", MkDocs/Docusaurus "#", "§", link emoji)
+_PERMALINK_MARKS = {"¶", "#", "§", "🔗", "⚓", "¶¶"}
+# the same marks left at the end of a heading's text (the fallback reader, markup without a link)
+_TRAILING_MARK = re.compile(r"\s*[¶§🔗⚓]+\s*$")
 
 
 def _decode(data: bytes) -> str:
@@ -109,8 +123,23 @@ def _is_boilerplate(el) -> bool:
     return False
 
 
+def _is_permalink(el) -> bool:
+    """An in-page link that only marks its heading's address (Sphinx's "¶" and the like)."""
+    if el.tag.lower() != "a":
+        return False
+    if "headerlink" in (el.get("class") or "").lower().split():
+        return True
+    text = "".join(el.itertext()).strip()
+    return (el.get("href") or "").startswith("#") and text in _PERMALINK_MARKS
+
+
+def heading_title(text: str) -> str:
+    """A heading's text, spaces collapsed and any trailing permalink mark removed."""
+    return _TRAILING_MARK.sub("", " ".join(text.split()))
+
+
 def _drop_boilerplate(root) -> None:
-    doomed = [el for el in root.iter() if isinstance(el.tag, str) and _is_boilerplate(el)]
+    doomed = [el for el in root.iter() if isinstance(el.tag, str) and (_is_boilerplate(el) or _is_permalink(el))]
     for el in doomed:
         el.drop_tree()  # keeps the element's tail text
 
@@ -135,11 +164,30 @@ def _table_rows(table) -> list[str]:
     return rows
 
 
+class _Outline(OutlineBuilder):
+    """An outline whose headings and ``<pre>`` blocks are Sections of their own
+    (kind "heading" and "code"), so later stages can tell them from prose."""
+
+    def heading(self, level: int, text: str) -> None:
+        title = heading_title(text)
+        if not title:
+            return
+        super().heading(level, title)
+        self._blocks = []
+        self.segments.append(Segment(title, heading_path=self.path, kind="heading"))
+
+    def code(self, text: str) -> None:
+        body = text.strip("\n")
+        if body.strip():
+            self._close()
+            self.segments.append(Segment(body, heading_path=self.path, kind="code"))
+
+
 class _Walker:
     """Turns a (cleaned) tree into an outline, iteratively: a tree may be 2,048 deep."""
 
-    def __init__(self) -> None:
-        self.outline = OutlineBuilder()
+    def __init__(self, outline: OutlineBuilder | None = None) -> None:
+        self.outline = outline if outline is not None else _Outline()
         self.buf: list[str] = []
 
     def flush(self) -> None:
@@ -163,6 +211,9 @@ class _Walker:
             elif tag == "table":
                 self.flush()
                 self.outline.table(_table_rows(el))
+            elif tag == "pre":
+                self.flush()
+                self.outline.code(el.text_content())
             elif tag == "br":
                 self.buf.append("\u2028")
             elif tag is not None:
@@ -192,7 +243,7 @@ class _Fallback(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.walker = _Walker()
+        self.walker = _Walker(OutlineBuilder())  # headings stay inside their text Sections here
         self.open: list[tuple[str, bool]] = []  # (tag, skipped)
         self.skipping = 0
         self.heading: tuple[int, list[str]] | None = None
@@ -202,7 +253,7 @@ class _Fallback(HTMLParser):
         if self.heading is not None:
             level, parts = self.heading
             self.heading = None
-            title = " ".join("".join(parts).split())
+            title = heading_title("".join(parts))
             if len(title) <= 300:
                 self.walker.outline.heading(level, title)
             else:  # an unclosed heading ran on over the page: it is text, not a title
@@ -327,6 +378,11 @@ def _lost_text(parser, root, markup: str) -> bool:
     return expected > 200 and _tree_chars(root) < 0.8 * expected
 
 
+def _clean(seg: Segment) -> Segment:
+    """Whitespace tidied: prose collapsed, code keeping its line breaks and indentation."""
+    return replace(seg, text=normalize_whitespace(seg.text, collapse=seg.kind != "code"))
+
+
 def parse(data: bytes, source: str) -> Document:
     import lxml.html
 
@@ -343,5 +399,5 @@ def parse(data: bytes, source: str) -> Document:
     else:
         _drop_boilerplate(root)
         outline = _Walker().read(_content_root(root))
-    text, sections = assemble(outline.finish(), clean=normalize_whitespace)
+    text, sections = assemble([_clean(seg) for seg in outline.finish()], clean=str)
     return Document(source=source, type="html", text=text, sections=sections, metadata=meta)
