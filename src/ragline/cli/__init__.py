@@ -17,7 +17,7 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality.")
 app.add_typer(eval_app, name="eval")
 
 # the command modules need `app` and `eval_app` above; importing them registers their commands
-from ragline.cli import ingest, search, status, evaluate, tune, serve  # noqa: E402,F401,I001
+from ragline.cli import ingest, search, status, collections, evaluate, tune, serve  # noqa: E402,F401,I001
 from ragline.cli.common import UserError, err, out  # noqa: E402
 
 __all__ = ["app", "eval_app", "main", "UserError", "out", "err"]

@@ -27,20 +27,36 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 HomeOpt = typer.Option(None, "--home", envvar="RAGLINE_HOME", help="index directory [default: ./.ragline]")
 JsonOpt = typer.Option(False, "--json", help="machine-readable output")
+CollectionOpt = typer.Option(None, "--collection", "-c", help="a collection under the home (see `ragline collections`) "
+                                                               "[default: the home's own index]")
 
 
 class UserError(Exception):
     """A problem the user can fix; printed as one line, exit code 2."""
 
 
-def settings_for(home: Optional[Path], overrides: dict[str, Any] | None = None) -> Settings:
-    """The home's settings with the options given on the command line (None means "not given") on top."""
+def settings_for(home: Optional[Path], overrides: dict[str, Any] | None = None, collection: Optional[str] = None,
+                 create: bool = False) -> Settings:
+    """The home's settings with the options given on the command line (None means "not given") on top.
+    With ``collection``, that collection's settings: the main home's config.toml, then the collection's,
+    then the environment, then the options (``ragline.collections.collection_settings``); an unknown
+    collection is an error unless ``create``."""
+    clean = given(overrides)
+    if collection is None:
+        return load_settings(clean, home=home)
+    from ragline.collections import collection_settings
+
+    return collection_settings(load_settings(None, home=home).home, collection, clean, create=create)
+
+
+def given(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The options given on the command line, by section (None means "not given")."""
     clean: dict[str, Any] = {}
     for section, values in (overrides or {}).items():
         kept = {k: v for k, v in values.items() if v is not None}
         if kept:
             clean[section] = kept
-    return load_settings(clean, home=home)
+    return clean
 
 
 def engine_for(settings: Settings) -> Engine:
@@ -49,8 +65,11 @@ def engine_for(settings: Settings) -> Engine:
     return Engine(settings)
 
 
-def require_index(engine: Engine) -> None:
+def require_index(engine: Engine, collection: Optional[str] = None) -> None:
     if not engine.has_index():
+        if collection is not None:
+            raise UserError(f"collection '{collection}' has no index yet: run "
+                            f"`ragline ingest PATH --collection {collection}` first")
         raise UserError(f"no index at {engine.home}: run `ragline ingest PATH` first (or set RAGLINE_HOME)")
 
 
@@ -100,19 +119,22 @@ def guard(fn: Callable[[], T], failed_code: int = 1) -> T:
     prints its traceback only with RAGLINE_DEBUG=1."""
     import os
 
+    from ragline.collections import CollectionError
     from ragline.embed.base import EmbedError
     from ragline.evaluate.beir import DatasetError
     from ragline.evaluate.runs import RunError
     from ragline.generate.llm import LLMError
     from ragline.filters import FilterError
     from ragline.retrieve.search import QueryError
+    from ragline.route.router import RouteError
     from ragline.store.base import StoreError
 
     try:
         return fn()
     except (typer.Exit, typer.Abort):
         raise
-    except (UserError, RunError, ConfigError, FilterError, QueryError, DatasetError) as exc:
+    except (UserError, RunError, ConfigError, FilterError, QueryError, DatasetError, CollectionError,
+            RouteError) as exc:
         err.print("[red]error:[/red] " + escape(str(exc)), markup=True, highlight=False)
         raise typer.Exit(2)
     except (EmbedError, StoreError, LLMError) as exc:

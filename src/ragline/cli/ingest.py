@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ragline.cli import app
-from ragline.cli.common import (HomeOpt, JsonOpt, UserError, emit_json, engine_for, err, guard, out, progress_bar,
+from ragline.cli.common import (CollectionOpt, HomeOpt, JsonOpt, UserError, emit_json, engine_for, err, guard, out, progress_bar,
                                 settings_for)
 
 
@@ -20,19 +20,23 @@ def ingest(
     strategy: Optional[str] = typer.Option(None, help="chunking: recursive | fixed | structure"),
     chunk_size: Optional[int] = typer.Option(None, help="max tokens per chunk (capped at the model window)"),
     overlap: Optional[int] = typer.Option(None, help="tokens shared by neighbouring chunks"),
+    collection: Optional[str] = CollectionOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Index files: new ones are added, changed ones replaced, unchanged ones skipped."""
+    """Index files: new ones are added, changed ones replaced, unchanged ones skipped. With --collection,
+    into that collection (made on first use)."""
 
     def go() -> None:
-        settings = settings_for(home, {"chunk": {"strategy": strategy, "size": chunk_size, "overlap": overlap}})
+        settings = settings_for(home, {"chunk": {"strategy": strategy, "size": chunk_size, "overlap": overlap}},
+                                collection=collection, create=True)
         engine = engine_for(settings)
         roots = [p.resolve() for p in (paths or [])]
         if not roots:
             roots = [Path(r) for r in engine.sources.load()]
             if not roots:
-                raise UserError("nothing to ingest: give a file or directory, e.g. `ragline ingest docs/`")
+                raise UserError("nothing to ingest: give a file or directory, e.g. `ragline ingest docs/`"
+                                + (f" --collection {collection}" if collection else ""))
         show = not as_json and err.is_terminal
         with progress_bar(show) as progress:
             task = progress.add_task("scanning", total=None, rate="")

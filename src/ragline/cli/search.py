@@ -30,15 +30,30 @@ TraceOpt = typer.Option(False, "--trace", help="show each stage: candidates in a
 TransformOpt = typer.Option(None, "--transform", help="query transformation: none | prf (offline) | hyde | "
                                                       "multi-query | decompose | step-back (these need an LLM) "
                                                       "[default: transform.method]")
+CollectionsOpt = typer.Option(None, "--collection", "-c", help="search this collection; repeat it to route the "
+                                                               "question over several [default: the home's own index]")
+RouteOpt = typer.Option("embedding", "--route", help="over several collections: embedding (description or centroid) "
+                                                     "| rules (--rule) | llm | all")
+RuleOpt = typer.Option(None, "--rule", help="rules routing: field=value, the collection's metadata field must equal "
+                                            "it (repeatable; see `ragline collections describe --meta`)")
+MaxCollectionsOpt = typer.Option(2, "--max-collections", min=1, help="collections searched at most when routing")
+MinScoreOpt = typer.Option(None, "--min-score", help="a collection routed below this score is skipped")
 
 
 def print_trace(trace: Trace) -> None:
     out.print("\n[bold]Trace[/bold]", markup=True)
-    for st in trace.stages:
-        counts = f"{st.inputs if st.inputs is not None else '-'} -> {st.outputs if st.outputs is not None else '-'}"
-        detail = ", ".join(f"{k}={v}" for k, v in st.detail.items())
-        out.print(f"  {st.name:<10} {counts:>12}  {st.ms:8.1f} ms  {detail}", markup=False)
+    print_stages(trace.json(), "  ")
     out.print(f"  {'total':<10} {'':>12}  {trace.total_ms:8.1f} ms", markup=False)
+
+
+def print_stages(stages: list[dict], indent: str) -> None:
+    """One line per stage; a stage's own ``stages`` (a collection's retrieval) indented under it, and
+    its ``routes`` left out (the routes are printed above the hits)."""
+    for st in stages:
+        counts = f"{st.get('in', '-')} -> {st.get('out', '-')}"
+        detail = ", ".join(f"{k}={v}" for k, v in st.get("detail", {}).items() if k not in ("stages", "routes"))
+        out.print(f"{indent}{st['stage']:<10} {counts:>12}  {st['ms']:8.1f} ms  {detail}", markup=False)
+        print_stages(st.get("detail", {}).get("stages", []), indent + "    ")
 
 
 def search_overrides(rerank: Optional[str], rerank_depth: Optional[int]) -> dict:
@@ -60,15 +75,27 @@ def query(
     rerank_depth: Optional[int] = RerankDepthOpt,
     transform: Optional[str] = TransformOpt,
     trace: bool = TraceOpt,
+    collection: Optional[list[str]] = CollectionsOpt,
+    route: str = RouteOpt,
+    rule: Optional[list[str]] = RuleOpt,
+    max_collections: int = MaxCollectionsOpt,
+    min_score: Optional[float] = MinScoreOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Search the index and print ranked chunks with their provenance."""
+    """Search the index and print ranked chunks with their provenance (with --collection, search
+    collections: several are routed, searched each with its own defaults, and fused)."""
 
     def go() -> None:
-        settings = settings_for(home, {"retrieve": {"fusion": fusion, "dense_weight": dense_weight, "hnsw_ef": ef},
-                                       "rerank": search_overrides(rerank, rerank_depth),
-                                       "transform": {"method": transform}})
+        overrides = {"retrieve": {"fusion": fusion, "dense_weight": dense_weight, "hnsw_ef": ef},
+                     "rerank": search_overrides(rerank, rerank_depth), "transform": {"method": transform}}
+        if collection:
+            from ragline.cli.collections import Asked, collection_query
+
+            return collection_query(Asked(text, collection, route_choice(route, rule, max_collections, min_score),
+                                          home, overrides, k, mode, filter, trace, as_json),
+                                    "document" if documents else None)
+        settings = settings_for(home, overrides)
         engine = engine_for(settings)
         require_index(engine)
         rag = engine.rag(ExtractiveAnswerer(engine.embedder))  # no answer is written: the answerer is never called
@@ -111,6 +138,20 @@ def print_stream(items: Iterator[str | Answer]) -> Answer:
     return answer
 
 
+def route_choice(method: str, rules: Optional[list[str]], max_collections: int, min_score: Optional[float]):
+    """The routing asked for on the command line."""
+    from ragline.collections import RouteChoice, parse_pairs
+
+    return RouteChoice(method, parse_pairs(rules or [], "--rule"), max_collections, min_score)
+
+
+def citation_json(c) -> dict:
+    return {"n": c.n, "source": c.chunk.source, "page": c.page if c.page is not None else c.chunk.page,
+            "heading_path": list(c.heading_path or c.chunk.heading_path),
+            "span": [c.start, c.end] if c.start is not None else [c.chunk.start, c.chunk.end],
+            "chunk_id": c.chunk.id, "snippet": c.snippet}
+
+
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="the question"),
@@ -122,14 +163,25 @@ def ask(
     rerank_depth: Optional[int] = RerankDepthOpt,
     transform: Optional[str] = TransformOpt,
     trace: bool = TraceOpt,
+    collection: Optional[list[str]] = CollectionsOpt,
+    route: str = RouteOpt,
+    rule: Optional[list[str]] = RuleOpt,
+    max_collections: int = MaxCollectionsOpt,
+    min_score: Optional[float] = MinScoreOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Answer a question from the indexed documents, with numbered citations and a source list."""
+    """Answer a question from the indexed documents, with numbered citations and a source list (with
+    --collection, from collections: one answer over the routed collections' fused passages)."""
 
     def go() -> None:
-        engine = engine_for(settings_for(home, {"rerank": search_overrides(rerank, rerank_depth),
-                                                "transform": {"method": transform}}))
+        overrides = {"rerank": search_overrides(rerank, rerank_depth), "transform": {"method": transform}}
+        if collection:
+            from ragline.cli.collections import Asked, collection_ask
+
+            return collection_ask(Asked(question, collection, route_choice(route, rule, max_collections, min_score),
+                                        home, overrides, k, mode, filter, trace, as_json), stream)
+        engine = engine_for(settings_for(home, overrides))
         require_index(engine)
         rag = engine.rag()
         request = rag.request(question, k=k, mode=mode, filter=filter)
@@ -139,11 +191,7 @@ def ask(
         if as_json:
             emit_json({"question": question, "answer": answer.text, "grounded": answer.grounded,
                        "generator": answer.generator,
-                       "citations": [{"n": c.n, "source": c.chunk.source,
-                                      "page": c.page if c.page is not None else c.chunk.page,
-                                      "heading_path": list(c.heading_path or c.chunk.heading_path),
-                                      "span": [c.start, c.end] if c.start is not None else [c.chunk.start, c.chunk.end],
-                                      "chunk_id": c.chunk.id, "snippet": c.snippet} for c in answer.citations],
+                       "citations": [citation_json(c) for c in answer.citations],
                        **({"trace": stages.json()} if stages else {})})
             return
         if not stream:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from rich.table import Table
 
 from ragline.cli import app
-from ragline.cli.common import HomeOpt, JsonOpt, emit_json, engine_for, guard, out, settings_for
+from ragline.cli.common import CollectionOpt, HomeOpt, JsonOpt, emit_json, engine_for, guard, out, settings_for
 
 
 def count_by(values) -> dict[str, int]:
@@ -19,15 +19,22 @@ def count_by(values) -> dict[str, int]:
 
 
 @app.command()
-def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
-    """Summarise the index: documents, chunks, model, store, size."""
+def status(collection: Optional[str] = CollectionOpt, home: Optional[Path] = HomeOpt,
+           as_json: bool = JsonOpt) -> None:
+    """Summarise the index: documents, chunks, model, store, size (with --collection, that collection's)."""
 
     def go() -> None:
-        settings = settings_for(home)
+        settings = settings_for(home, collection=collection)
         engine = engine_for(settings)
         store = engine.existing_store()
         info: dict[str, Any] = {"home": str(settings.home.resolve()), "documents": 0, "chunks": 0,
                                 "store": "lancedb", "size_bytes": 0}
+        if collection is not None:
+            from ragline.collections import read_profile
+
+            prof = read_profile(settings.home)
+            info.update({"collection": collection, "description": prof.description, "metadata": dict(prof.metadata),
+                         "mode": settings.retrieve.mode})
         if store is not None:
             st, recs = store.stats(), store.documents()
             info.update({
@@ -57,7 +64,10 @@ def status(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt) -> None:
             out.print("chunk settings changed since the last ingest: run `ragline ingest` to re-chunk")
         if info.get("documents_pending"):
             out.print(f"{info['documents_pending']} documents wait for re-indexing: run `ragline ingest`")
-        for key in ("home", "documents", "chunks", "embedding_model", "store", "size_bytes", "sources", "llm"):
+        for key in ("collection", "description", "mode", "home", "documents", "chunks", "embedding_model", "store",
+                    "size_bytes", "sources", "llm"):
+            if key not in info:
+                continue
             val = info.get(key)
             if key == "size_bytes":
                 key, val = "size", f"{(val or 0) / 2**20:.1f} MB"
