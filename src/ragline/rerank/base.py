@@ -23,11 +23,14 @@ class Scored:
 class Reranker(Protocol):
     """Scores documents against a query. ``rerank`` returns one ``Scored`` per input document
     (or the ``top_n`` best), best first; implementations batch their calls and cut each
-    query-document pair to their token limit (stated in their settings, never silently beyond)."""
+    query-document pair to their token limit (stated in their settings, never silently beyond).
+    ``prior`` is the first stage's score of each document (higher is better) when the documents come
+    from a retrieval; a reranker may use it (the bundled MiniLM one mixes it in) or ignore it."""
 
     name: str
 
-    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[Scored]: ...
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+               prior: Sequence[float] | None = None) -> list[Scored]: ...
 
 
 def ordered(scores: Sequence[float], top_n: int | None = None) -> list[Scored]:
@@ -41,7 +44,7 @@ def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit]) -> list[Hit
     per-stage scores keep the first stage's (``scores["retrieval"]``) beside ``scores["rerank"]``."""
     if not hits:
         return []
-    scored = reranker.rerank(query, [h.chunk.text for h in hits])
+    scored = reranker.rerank(query, [h.chunk.text for h in hits], prior=[h.score for h in hits])
     if sorted(s.index for s in scored) != list(range(len(hits))):
         raise RerankError(f"reranker '{reranker.name}' returned {len(scored)} results for {len(hits)} documents")
     out = []

@@ -137,7 +137,8 @@ class CrossEncoderReranker:
             logits = logits[:, 1] - logits[:, 0]
         return [float(s) for s in logits.reshape(-1)]
 
-    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[Scored]:
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+               prior: Sequence[float] | None = None) -> list[Scored]:
         if not documents:
             return []
         with self._lock:

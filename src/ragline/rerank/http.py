@@ -74,7 +74,8 @@ class HTTPReranker:
         self._http.close()
 
     # -- the protocol --------------------------------------------------------------------------
-    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[Scored]:
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+               prior: Sequence[float] | None = None) -> list[Scored]:
         """One ``Scored`` per document (or the ``top_n`` best), best first; ties keep input order."""
         docs = list(documents)
         scores: list[float] = [0.0] * len(docs)

@@ -129,7 +129,8 @@ class LLMReranker:
             self.unparseable += grade is None
         return UNPARSEABLE if grade is None else float(grade)
 
-    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[Scored]:
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+               prior: Sequence[float] | None = None) -> list[Scored]:
         if not documents:
             return []
         q, docs = self._fit(query, documents)
