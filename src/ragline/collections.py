@@ -31,12 +31,12 @@ from ragline.generate.base import Answerer
 from ragline.generate.extractive import NOT_FOUND, ExtractiveAnswerer
 from ragline.rag import RAG
 from ragline.retrieve.multi import fuse_rrf
+from ragline.retrieve.search import MODES
 from ragline.route.router import DescriptionVectors, Routing, Target, centroid, document_sums, parse_rules, route
 from ragline.trace import Trace, maybe
 from ragline.types import Answer, Hit
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
-MODES = ("hybrid", "dense", "sparse")
 
 
 class CollectionError(ValueError):
