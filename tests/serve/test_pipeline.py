@@ -39,6 +39,9 @@ def test_prf_transform_runs_offline_and_llm_transforms_name_the_setting(indexed)
     stages = [s["stage"] for s in out["trace"]]
     assert stages[0] == "transform" and "fuse-queries" in stages
     assert out["trace"][0]["detail"]["queries"][0] == "kettle altitude" and out["hits"]
+    asked = indexed.json("ask", QUESTION, "--transform", "prf", "--trace")
+    assert asked["trace"][0]["stage"] == "transform" and asked["trace"][-1]["stage"] == "generate"
+    assert asked["trace"][-1]["detail"]["answerer"] == "extractive" and asked["citations"]
     proc = indexed.run("ask", QUESTION, "--transform", "hyde", check=False)
     assert proc.returncode == 2
     assert "needs an LLM" in proc.stderr and "llm.base_url" in proc.stderr and "Traceback" not in proc.stderr

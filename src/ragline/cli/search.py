@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -187,7 +188,8 @@ def ask(
         request = rag.request(question, k=k, mode=mode, filter=filter)
         stages = Trace() if trace else None
         hits = rag.retrieve(request, stages)
-        answer = rag.answer(request, hits) if as_json or not stream else print_stream(rag.stream(request, hits))
+        with stages.stage("generate", len(hits), answerer=rag.answerer.name) if stages else nullcontext():
+            answer = rag.answer(request, hits) if as_json or not stream else print_stream(rag.stream(request, hits))
         if as_json:
             emit_json({"question": question, "answer": answer.text, "grounded": answer.grounded,
                        "generator": answer.generator,
