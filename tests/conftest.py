@@ -124,3 +124,23 @@ def llama_server(tmp_path_factory):
     yield base
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory) -> str:
+    """A real PostgreSQL 16 with pgvector for the session, started by the ``pgserver`` package
+    (no root, no Docker); stopped when the session ends."""
+    try:
+        import pgserver
+    except ImportError:
+        pytest.skip("pgserver is not installed (make install-test installs it)")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    yield server.get_uri()
+    from ragline.store.postgres import close_pools
+
+    close_pools()
+    server.cleanup()

@@ -152,6 +152,27 @@ class ServeSettings(BaseModel):
     max_jobs_per_tenant: int = Field(20, ge=1, description="jobs queued or running per tenant; more answer 429")
 
 
+class StoreSettings(BaseModel):
+    """Where the index lives: the embedded LanceDB store beside the home (default), or PostgreSQL
+    with pgvector, shared by every process pointed at it (docs/scale.md)."""
+
+    backend: Literal["lance", "postgres"] = "lance"
+    # postgres: a libpq connection string or URI, e.g. postgresql://ragline@db:5432/ragline
+    dsn: str | None = None
+    # postgres: the name of this index in the database (one schema per index, docs/adr/0010); by
+    # default derived from the home's path; the server names each collection "<tenant>/<collection>"
+    namespace: str | None = None
+    pool_size: int = Field(8, ge=1, le=256, description="postgres: most connections a process opens")
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_shape(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("store.dsn is empty; give a PostgreSQL connection string or leave it unset")
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGLINE_", env_nested_delimiter="__", extra="forbid")
 
@@ -159,6 +180,7 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     chunk: ChunkSettings = ChunkSettings()
     retrieve: RetrieveSettings = RetrieveSettings()
+    store: StoreSettings = StoreSettings()
     rerank: RerankSettings = RerankSettings()
     transform: TransformSettings = TransformSettings()
     route: RouteSettings = RouteSettings()
@@ -211,4 +233,16 @@ def settings_json(settings: Settings) -> str:
     for section, key in (("embed", "api_key"), ("rerank", "api_key"), ("llm", "api_key"), ("serve", "admin_key")):
         if data[section].get(key):
             data[section][key] = "***"
+    if data["store"].get("dsn"):
+        data["store"]["dsn"] = mask_dsn(data["store"]["dsn"])
     return json.dumps(data, indent=2)
+
+
+def mask_dsn(dsn: str) -> str:
+    """A connection string fit to print: its password (URI ``user:secret@`` or ``password=secret``)
+    replaced by ``***``."""
+    import re
+
+    dsn = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", dsn)
+    dsn = re.sub(r"([?&]password=)[^&#]*", r"\1***", dsn)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)

@@ -7,7 +7,7 @@ literals ever reach the SQL; the text a user typed never does.
 from __future__ import annotations
 
 import re
-from typing import Literal, Mapping, Union
+from typing import Callable, Literal, Mapping, Union
 
 from ragline.filters import (Contains, Field, FilterError, Group, HasAny, InList, IsNull, Node, StartsWith, Compare,
                              Value, check_predicate, flatten, literal as _lit, validate)
@@ -52,6 +52,20 @@ def to_sql(node: Node, fields: Mapping[str, Field], dialect: Dialect = "lance") 
     return render(node, fields, dialect)
 
 
+def to_postgres(node: Node, fields: Mapping[str, Field]) -> tuple[str, list[Value]]:
+    """PostgreSQL with bound parameters: the SQL holds ``%s`` placeholders and column names only,
+    every value travels in the returned list (for psycopg's ``execute(sql, params)``). This is
+    what the PostgreSQL store runs; ``render(..., "postgres")`` writes the same tree with quoted
+    literals, for showing a filter to a person."""
+    params: list[Value] = []
+
+    def bind(v: Value) -> str:
+        params.append(v)
+        return "%s"
+
+    return _render(flatten(node), fields, "postgres", bind), params
+
+
 def compile_sql(expr: str, fields: Mapping[str, Field], dialect: Dialect = "lance") -> str:
     """Filter text straight to SQL (parse, check, render); errors carry a caret into ``expr``."""
     from ragline.filters import compile_filter
@@ -59,20 +73,21 @@ def compile_sql(expr: str, fields: Mapping[str, Field], dialect: Dialect = "lanc
     return render(compile_filter(expr, fields), fields, dialect)
 
 
-def _render(tree: Union[Group, tuple[Node, bool]], fields: Mapping[str, Field], dialect: str) -> str:
+def _render(tree: Union[Group, tuple[Node, bool]], fields: Mapping[str, Field], dialect: str,
+            lit: Callable[[Value], str] = _lit) -> str:
     if not isinstance(tree, Group):
         node, neg = tree
-        return _predicate(node, check_predicate(node, fields), dialect, neg)
+        return _predicate(node, check_predicate(node, fields), dialect, neg, lit)
     out: list[str | None] = []
     equal: dict[str, tuple[Field, int, list[tuple[Node, bool]]]] = {}  # field -> (Field, slot in out, leaves)
     for part in tree.parts:
         if isinstance(part, Group):
-            out.append(_render(part, fields, dialect))
+            out.append(_render(part, fields, dialect, lit))
             continue
         node, neg = part
         f = check_predicate(node, fields)
         if tree.word != "OR" or _equalities(node, neg) is None:
-            out.append(_predicate(node, f, dialect, neg))
+            out.append(_predicate(node, f, dialect, neg, lit))
         elif node.field in equal:
             equal[node.field][2].append(part)
         else:
@@ -80,10 +95,10 @@ def _render(tree: Union[Group, tuple[Node, bool]], fields: Mapping[str, Field], 
             out.append(None)
     for f, slot, leaves in equal.values():
         if len(leaves) == 1:
-            out[slot] = _predicate(leaves[0][0], f, dialect, leaves[0][1])
+            out[slot] = _predicate(leaves[0][0], f, dialect, leaves[0][1], lit)
         else:
             values = tuple(v for node, neg in leaves for v in _equalities(node, neg) or ())
-            out[slot] = _predicate(InList(f.name, values), f, dialect, False)
+            out[slot] = _predicate(InList(f.name, values), f, dialect, False, lit)
     kept = [s for s in out if s is not None]
     return kept[0] if len(kept) == 1 else "(" + f" {tree.word} ".join(kept) + ")"
 
@@ -98,7 +113,7 @@ def _equalities(node: Node, neg: bool) -> tuple[Value, ...] | None:
     return None
 
 
-def _predicate(node: Node, f: Field, dialect: str, neg: bool) -> str:
+def _predicate(node: Node, f: Field, dialect: str, neg: bool, _lit: Callable[[Value], str] = _lit) -> str:
     col = _ident(f.column)
     if isinstance(node, Compare):
         op = _NEGATED_OP[node.op] if neg else node.op
