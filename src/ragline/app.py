@@ -126,25 +126,60 @@ class Engine:
         return EmbeddingCache(home / "embeddings.sqlite")
 
     def open_store(self, path: Path | None = None, reset_on_dim_change: bool = False) -> Store:
-        """The embedded store at ``path`` (default: the home's index), sized for the embedder. With
-        ``reset_on_dim_change``, an index built for another embedding dimension drops its vectors
-        (documents stay; the next sync re-chunks them from their stored text) instead of refusing."""
+        """The store at ``path`` (default: the home's index), sized for the embedder: the embedded
+        LanceDB directory, or with ``[store] backend = "postgres"`` the PostgreSQL index named by
+        ``store.namespace`` (``path`` names another). With ``reset_on_dim_change``, an index built
+        for another embedding dimension drops its vectors (documents stay; the next sync re-chunks
+        them from their stored text) instead of refusing."""
+        r = self.settings.retrieve
+        if self.settings.store.backend == "postgres":
+            from ragline.store.postgres import PostgresStore
+
+            st = self.settings.store
+            return PostgresStore.open(self._dsn(), self.namespace(path), self.embedder.dim, r.hnsw_m,
+                                      r.hnsw_ef_construction, r.ann_min_rows, r.hnsw_ef, st.pool_size,
+                                      st.connect_timeout_s, reset_on_dim_change=reset_on_dim_change)
         from ragline.store.lance import LanceStore
 
-        r = self.settings.retrieve
         return LanceStore.open(path or self.home / "lance", self.embedder.dim, r.hnsw_m, r.hnsw_ef_construction,
                                r.ann_min_rows, reset_on_dim_change=reset_on_dim_change)
 
+    def _dsn(self) -> str:
+        if not self.settings.store.dsn:
+            raise ConfigError('store.backend is "postgres" but store.dsn is not set; give a connection string '
+                              "(RAGLINE_STORE__DSN or [store] dsn in config.toml)")
+        return self.settings.store.dsn
+
+    def namespace(self, path: Path | None = None) -> str:
+        """The PostgreSQL index's name: ``store.namespace`` for the home's index (by default the
+        home's absolute path), the absolute path for an index named by ``path``."""
+        if path is not None:
+            return str(Path(path).resolve())
+        return self.settings.store.namespace or str((self.home / "lance").resolve())
+
     def has_index(self) -> bool:
         """Whether anything has been indexed in this home."""
+        if self.settings.store.backend == "postgres":
+            from ragline.store.postgres import PostgresStore
+
+            st = self.settings.store
+            return PostgresStore.exists(self._dsn(), self.namespace(), st.pool_size, st.connect_timeout_s)
         return (self.home / "lance").exists()
 
     def existing_store(self) -> Store | None:
         """The home's store as it stands, for reporting on it without loading the embedding model
         (the dimension is read from the index); None when nothing has been indexed here."""
+        if not self.has_index():
+            return None
+        if self.settings.store.backend == "postgres":
+            from ragline.store.postgres import PostgresStore
+
+            st = self.settings.store
+            return PostgresStore(self._dsn(), self.namespace(), None, pool_size=st.pool_size,
+                                 connect_timeout_s=st.connect_timeout_s)
         from ragline.store.lance import LanceStore
 
-        return LanceStore(self.home / "lance", None) if self.has_index() else None
+        return LanceStore(self.home / "lance", None)
 
     @property
     def store(self) -> Store:

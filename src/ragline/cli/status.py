@@ -27,8 +27,9 @@ def status(collection: Optional[str] = CollectionOpt, home: Optional[Path] = Hom
         settings = settings_for(home, collection=collection)
         engine = engine_for(settings)
         store = engine.existing_store()
+        backend = settings.store.backend
         info: dict[str, Any] = {"home": str(settings.home.resolve()), "documents": 0, "chunks": 0,
-                                "store": "lancedb", "size_bytes": 0}
+                                "store": "lancedb" if backend == "lance" else backend, "size_bytes": 0}
         if collection is not None:
             from ragline.collections import read_profile
 
@@ -39,10 +40,16 @@ def status(collection: Optional[str] = CollectionOpt, home: Optional[Path] = Hom
             st, recs = store.stats(), store.documents()
             info.update({
                 "documents": len(recs), "chunks": st.chunks, "dimension": store.dim,
-                "size_bytes": sum(f.stat().st_size for f in settings.home.rglob("*") if f.is_file()),
+                "store": st.backend,
+                # the home's files, and for an index in a database its tables and indexes too
+                "size_bytes": sum(f.stat().st_size for f in settings.home.rglob("*") if f.is_file())
+                + (st.size_bytes if st.backend != "lancedb" else 0),
                 "ann_index": st.ann_index, "fts_index": st.fts_index,
                 "types": count_by(r.type for r in recs.values()),
             })
+            if st.backend == "postgres":
+                info["store"] = f"postgres ({st.extra['server']}, schema {st.extra['schema']})"
+                info["database"] = st.extra
         from ragline.ingest.sync import SourceRegistry
 
         info["sources"] = SourceRegistry(settings.home / "sources.json").load()

@@ -142,6 +142,7 @@ def run_beir(path: Path, modes: Sequence[str], *, split: str, max_queries: int |
     engine = Engine(settings)
     tmp = tempfile.TemporaryDirectory(prefix="ragline-beir-") if index_dir is None else None
     where = Path(tmp.name if tmp else index_dir)  # type: ignore[arg-type]
+    store = None
     try:
         store = engine.open_store(where / "lance")
         indexer = engine.indexer(store)
@@ -155,6 +156,9 @@ def run_beir(path: Path, modes: Sequence[str], *, split: str, max_queries: int |
                            transform=engine.transform())
     finally:
         if tmp:
+            drop = getattr(store, "drop", None)
+            if drop is not None:  # a temporary index in a database
+                drop()
             tmp.cleanup()
     data: dict[str, Any] = {
         "dataset": str(path), "documents": ds.n_docs, "queries": len(ds.queries),

@@ -175,7 +175,13 @@ class Collection:
         self.tenant, self.name, self.root = tenant, name, root
         self.files = root / "files"
         self.files.mkdir(parents=True, exist_ok=True)
-        self.settings = settings.model_copy(update={"home": root / "index"})
+        update: dict = {"home": root / "index"}
+        if settings.store.backend == "postgres":
+            # every replica over one database names this collection's index alike (docs/adr/0010)
+            base = settings.store.namespace
+            ns = f"{base}/{tenant}/{name}" if base else f"{tenant}/{name}"
+            update["store"] = settings.store.model_copy(update={"namespace": ns})
+        self.settings = settings.model_copy(update=update)
         # one embedding model and one reranker for every collection
         self.engine = Engine(self.settings, embedder=embedder, reranker=reranker)
         self.store = self.engine.open_index()
@@ -333,6 +339,9 @@ class Collection:
         with self.write_lock, self.rw.write():
             self.engine.cache.close()
             self.answers.clear()
+            drop = getattr(self.store, "drop", None)
+            if drop is not None:  # an index in a database: its schema goes too
+                drop()
             shutil.rmtree(self.root, ignore_errors=True)
 
 

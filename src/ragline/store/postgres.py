@@ -78,9 +78,16 @@ def _pool(dsn: str, size: int, timeout_s: float):
         from psycopg_pool import ConnectionPool
     except ImportError:
         raise StoreError("the PostgreSQL store needs psycopg: pip install 'ragline[postgres]'") from None
+    import psycopg
+
     with _POOLS_LOCK:
         pool = _POOLS.get((dsn, size))
         if pool is None:
+            try:  # one plain connection first: an unreachable server is one clear error, at once
+                psycopg.connect(dsn, connect_timeout=max(int(timeout_s), 1)).close()
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot connect to PostgreSQL at {_mask(dsn)}: {str(exc).strip()}; check "
+                                 "store.dsn and that the server is running") from None
             pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, timeout=max(timeout_s, 1.0),
                                   kwargs={"autocommit": True, "connect_timeout": max(int(timeout_s), 1)})
             try:
