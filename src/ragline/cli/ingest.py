@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +21,11 @@ def ingest(
     strategy: Optional[str] = typer.Option(None, help="chunking: recursive | fixed | structure"),
     chunk_size: Optional[int] = typer.Option(None, help="max tokens per chunk (capped at the model window)"),
     overlap: Optional[int] = typer.Option(None, help="tokens shared by neighbouring chunks"),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS",
+                                      help="parse and chunk in Ray tasks and embed in Ray actors: 'auto' joins a "
+                                           "running cluster or starts a local one; or a cluster address"),
+    ray_embedders: Optional[int] = typer.Option(None, "--ray-embedders", min=1,
+                                                help="embedding actors (default: one per two CPUs of the cluster)"),
     collection: Optional[str] = CollectionOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
@@ -30,7 +36,25 @@ def ingest(
     def go() -> None:
         settings = settings_for(home, {"chunk": {"strategy": strategy, "size": chunk_size, "overlap": overlap}},
                                 collection=collection, create=True)
-        engine = engine_for(settings)
+        if ray is None and ray_embedders is not None:
+            raise UserError("--ray-embedders needs --ray")
+        with ExitStack() as stack:
+            run(settings, stack)
+
+    def run(settings, stack: ExitStack) -> None:
+        remote = None
+        if ray is not None:
+            from ragline.ingest.distributed import RayError, RayIngest
+
+            try:
+                remote = stack.enter_context(RayIngest(settings, ray, ray_embedders))
+            except RayError as exc:
+                raise UserError(str(exc)) from None
+            from ragline.app import Engine
+
+            engine = Engine(settings, embedder=remote.embedder)
+        else:
+            engine = engine_for(settings)
         roots = [p.resolve() for p in (paths or [])]
         if not roots:
             roots = [Path(r) for r in engine.sources.load()]
@@ -56,6 +80,7 @@ def ingest(
                     progress.update(task, description="updating indexes")
 
             syncer = engine.syncer(on_event)
+            syncer.remote = remote
             for root in roots:
                 if root.exists():
                     engine.sources.add(str(root))

@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
-from ragline.embed.base import Embedder
+from ragline.embed.base import Embedder, Tokenizer
 from ragline.embed.cache import EmbeddingCache, embed_with_cache
 from ragline.ingest.chunkers import ChunkPlan, chunk_document, embed_text
 from ragline.store.base import DocRecord, Store
@@ -53,6 +53,14 @@ def record_fields(doc: Document) -> dict:
     }
 
 
+def chunk_record(doc: Document, rec: DocRecord, plan: ChunkPlan, tokenizer: Tokenizer, max_tokens: int,
+                 fingerprint: str) -> tuple[DocRecord, list[Chunk]]:
+    """``Indexer.chunk`` without an embedder: what a distributed worker runs with the model's
+    tokenizer alone (ingest/distributed.py)."""
+    chunks = chunk_document(doc, rec.doc_id, plan, tokenizer, max_tokens)
+    return replace(rec, n_chunks=len(chunks), fingerprint=fingerprint), list(chunks)
+
+
 class Indexer:
     def __init__(self, store: Store, embedder: Embedder, cache: EmbeddingCache, plan: ChunkPlan) -> None:
         self.store, self.embedder, self.cache, self.plan = store, embedder, cache, plan
@@ -65,8 +73,7 @@ class Indexer:
     def chunk(self, doc: Document, rec: DocRecord) -> tuple[DocRecord, list[Chunk]]:
         """The chunks of one document and its record stamped with their count and this index's
         fingerprint (a separate step, so a caller can bound batches by chunks before embedding)."""
-        chunks = chunk_document(doc, rec.doc_id, self.plan, self.embedder.tokenizer, self.embedder.max_tokens)
-        return replace(rec, n_chunks=len(chunks), fingerprint=self.fingerprint), list(chunks)
+        return chunk_record(doc, rec, self.plan, self.embedder.tokenizer, self.embedder.max_tokens, self.fingerprint)
 
     def write(self, prepared: Sequence[tuple[DocRecord, Sequence[Chunk]]]) -> BatchResult:
         """Embed (through the cache) and store chunked documents; one atomic commit for all of them."""

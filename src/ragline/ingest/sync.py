@@ -23,7 +23,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from ragline.ingest.indexer import BatchResult, Indexer, document_from_record, record_fields
 from ragline.ingest.parsers import SUPPORTED_EXTENSIONS, ParseError, read_file
@@ -158,6 +158,42 @@ class _Item:
     outcome: str  # added | replaced | rechunked
 
 
+class RemoteBuilder(Protocol):
+    def build(self, pendings: Iterator["Pending"]) -> Iterator[tuple["Pending", "_Item | BaseException"]]: ...
+
+
+@dataclass
+class Pending:
+    """One file read and hashed, waiting to be parsed and chunked (``build_item``), perhaps on
+    another machine: it carries the bytes, or for unchanged bytes the stored parsed document."""
+
+    doc_id: str
+    source: str
+    root: str
+    acl: tuple[str, ...]
+    size: int
+    mtime: float
+    file_hash: str
+    known: bool  # the document was indexed before (its outcome is "replaced" or "rechunked")
+    data: bytes
+    type: str
+    doc: Document | None = None  # same bytes as indexed: re-chunk this stored parse
+
+
+def build_item(p: Pending, parse: Callable[[bytes, str, str], Document],
+               chunk: Callable[[Document, DocRecord], tuple[DocRecord, list[Chunk]]]) -> _Item:
+    """Parse (unless the stored parse is reused) and chunk one pending file. Raises ParseError
+    for the file's own failures."""
+    doc = p.doc if p.doc is not None else parse(p.data, p.source, p.type)
+    new = DocRecord(doc_id=p.doc_id, source=p.source, root=p.root, type=doc.type, file_hash=p.file_hash,
+                    size=p.size, mtime=p.mtime, fingerprint="", n_chunks=0, acl=p.acl, **record_fields(doc))
+    try:
+        new, chunks = chunk(doc, new)
+    except Exception as exc:
+        raise ParseError(f"chunking failed: {short(exc)}") from None
+    return _Item(new, chunks, "rechunked" if p.doc is not None else "replaced" if p.known else "added")
+
+
 class Syncer:
     def __init__(self, indexer: Indexer, batch_docs: int = 64, max_bytes: int = 50 * 2**20,
                  on_event: Event | None = None, acl_for: ACLFor | None = None, *,
@@ -170,6 +206,9 @@ class Syncer:
         self.max_bytes = max_bytes
         self.limits = limits or ParseLimits()
         self.emit = on_event or (lambda kind, data: None)
+        # parse and chunk elsewhere (ingest/distributed.py): ``build(pendings)`` yields each pending
+        # file with its item, or the exception that is that file's failure, in the order given
+        self.remote: RemoteBuilder | None = None
 
     def sync(self, roots: Sequence[Path], prune: bool = True) -> IngestReport:
         t0 = time.perf_counter()
@@ -196,9 +235,11 @@ class Syncer:
 
         seen: set[str] = set()
         batch: list[_Item] = []
-        parser = open_parser(self.limits)
+        parser = open_parser(self.limits) if self.remote is None else None
         try:
-            for path, root in files:
+            if self.remote is not None:
+                batch = self._sync_remote(files, known, seen, report)
+            for path, root in files if self.remote is None else ():
                 doc_id = doc_id_for(str(path))
                 seen.add(doc_id)
                 if batch and _size(path) >= LARGE_FILE_BYTES:  # commit what is done before a long parse
@@ -217,7 +258,8 @@ class Syncer:
                 if item is not None:
                     batch = self._add(batch, item, report)
         finally:
-            parser.close()
+            if parser is not None:
+                parser.close()
         self._flush(batch, report)
 
         # documents indexed under other settings whose files were not in this run: re-chunk from stored text
@@ -246,10 +288,50 @@ class Syncer:
         report.seconds = time.perf_counter() - t0
         return report
 
+    def _sync_remote(self, files: list[tuple[Path, str]], known: dict[str, DocRecord], seen: set[str],
+                     report: IngestReport) -> list[_Item]:
+        """The file loop of a distributed run: this process stats, skips, reads and hashes each
+        file; the remote builder parses and chunks them in parallel; results come back in file
+        order and are committed in the same bounded batches as a local run."""
+        batch: list[_Item] = []
+
+        def pendings() -> Iterator[Pending]:
+            for path, root in files:
+                doc_id = doc_id_for(str(path))
+                seen.add(doc_id)
+                try:
+                    p = self._check(path, root, doc_id, known.get(doc_id), report)
+                except ParseError as exc:
+                    self._fail(report, str(path), exc.reason)
+                    continue
+                except Exception as exc:
+                    self._fail(report, str(path), f"unexpected error: {short(exc)}")
+                    continue
+                if p is not None:
+                    yield p
+
+        assert self.remote is not None
+        for p, outcome in self.remote.build(pendings()):
+            if isinstance(outcome, ParseError):
+                self._fail(report, p.source, outcome.reason)
+            elif isinstance(outcome, BaseException):
+                self._fail(report, p.source, f"unexpected error: {short(outcome)}")
+            else:
+                batch = self._add(batch, outcome, report)
+        return batch
+
     # -- one file ----------------------------------------------------------------------------
     def _prepare(self, path: Path, root: str, doc_id: str, rec: DocRecord | None, parser: Parser,
                  report: IngestReport) -> _Item | None:
         """Read, parse and chunk one file; None when it is unchanged (reported as skipped)."""
+        pending = self._check(path, root, doc_id, rec, report)
+        return None if pending is None else build_item(pending, parser.parse, self.indexer.chunk)
+
+    def _check(self, path: Path, root: str, doc_id: str, rec: DocRecord | None,
+               report: IngestReport) -> Pending | None:
+        """What only the ingesting process can do for one file (it holds the store): stat it, skip
+        it when unchanged, read it and hash it. The rest (parse, chunk) is ``build_item``, which a
+        distributed run sends to its workers."""
         raw = str(path)
         source = display_path(raw)
         fp = self.indexer.fingerprint
@@ -270,20 +352,12 @@ class Syncer:
             self._skip(report, source)
             return None
         same_bytes = bool(rec and rec.file_hash == file_hash)
-        doc: Document
         if same_bytes:  # only the chunk plan, model or ACL changed: re-chunk the stored text
-            doc = document_from_record(self.store.get_documents([doc_id])[0])
-        else:
-            doc = parser.parse(data, source, SUPPORTED_EXTENSIONS[path.suffix.lower()])
-        del data
-        new = DocRecord(doc_id=doc_id, source=source, root=root, type=doc.type, file_hash=file_hash,
-                        size=st.st_size, mtime=st.st_mtime, fingerprint="", n_chunks=0, acl=acl,
-                        **record_fields(doc))
-        try:
-            new, chunks = self.indexer.chunk(doc, new)
-        except Exception as exc:
-            raise ParseError(f"chunking failed: {short(exc)}") from None
-        return _Item(new, chunks, "rechunked" if same_bytes else "replaced" if rec else "added")
+            return Pending(doc_id, source, root, acl, st.st_size, st.st_mtime, file_hash, True, b"",
+                           SUPPORTED_EXTENSIONS[path.suffix.lower()],
+                           document_from_record(self.store.get_documents([doc_id])[0]))
+        return Pending(doc_id, source, root, acl, st.st_size, st.st_mtime, file_hash, rec is not None, data,
+                       SUPPORTED_EXTENSIONS[path.suffix.lower()])
 
     # -- bounded commits ---------------------------------------------------------------------
     def _add(self, batch: list[_Item], item: _Item, report: IngestReport) -> list[_Item]:
