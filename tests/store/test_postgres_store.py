@@ -109,3 +109,39 @@ class TestPostgresStore(StoreContract):
         # the plans: the index serves the unfiltered query; a small filtered set is scanned exactly
         assert "chunks_embedding_hnsw" in store.explain_dense(q, 10)
         assert "chunks_embedding_hnsw" not in store.explain_dense(q, 10, flt)
+
+    def test_values_full_of_sql_in_records_and_chunks_round_trip(self, open_store):
+        """Names, titles, principals and texts that look like SQL are stored and matched as data."""
+        store = open_store()
+        evil = "o'brien\"); DROP TABLE documents; --"
+        doc = record(evil, title=evil, text=evil)
+        doc = type(doc)(**{**doc.__dict__, "acl": ("user:obrien",)})  # principals are validated upstream
+        write(store, [doc], [chunk(evil, 0, f"{evil} walrus")], search_texts=[f"{evil} walrus"])
+        assert store.get_documents([evil])[0] == doc
+        assert ids(sparse_hits(store, "walrus", 5, where(f'title = "{evil.replace(chr(34), chr(92) + chr(34))}"'))) \
+            == [f"{evil}#0"]
+        from ragline.acl import visible_to
+
+        assert store.count(visible_to(["user:obrien"])) == 1 and store.count(visible_to(["user:other"])) == 0
+        assert store.delete_purge([evil]) == [f"{evil} walrus"] and store.count() == 0
+
+    def test_delete_purge_leaves_nothing_in_the_database_files(self, open_store, pg_dsn):
+        """After a purge and a checkpoint, no table or index file of the database holds the text
+        (the write-ahead log keeps it until recycled: docs/scale.md)."""
+        store = open_store()
+        docs = [record("keep"), record("gone")]
+        chunks = [chunk("keep", 0, "ordinary words"), chunk("gone", 0, "qxzvinkleberry secret")]
+        write(store, docs, chunks)
+        store.finish()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+            data = Path(conn.execute("SHOW data_directory").fetchone()[0])
+        marker = b"qxzvinkleberry"
+        files = [p for p in (data / "base").rglob("*") if p.is_file()]
+        assert any(marker in p.read_bytes() for p in files)  # it was on disk before
+        store.delete_purge(["gone"])
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+        leaked = [p for p in (data / "base").rglob("*") if p.is_file() and marker in p.read_bytes()]
+        assert leaked == []
+        assert doc_ids(sparse_hits(store, "ordinary", 5)) == {"keep"}

@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from typing import Any, Callable, Iterator, Sequence
 
+import logging
+
 import numpy as np
 
 from ragline.filters import DOCUMENT_FIELDS, STORE_FIELDS, Node
@@ -39,6 +41,8 @@ from ragline.store import bm25
 from ragline.store.base import Candidate, DocRecord, StoreError, StoreStats
 from ragline.store.sql import to_postgres
 from ragline.types import Chunk
+
+log = logging.getLogger("ragline.store")
 
 SCHEMA_VERSION = 2
 EXACT_SEARCH_MAX = 20_000  # a filter estimated to match at most this many chunks is searched exactly
@@ -370,6 +374,17 @@ class PostgresStore:
             with self._conn() as conn:
                 for table in ("postings", "chunks", "documents"):
                     conn.execute(f"VACUUM FULL {self._s}.{table}")
+                    # the planner's statistics hold a sample of column values: take a new one ...
+                    conn.execute(f"ANALYZE {self._s}.{table}")
+                # ... and rewrite the catalog that kept the old sample; PostgreSQL only warns and
+                # skips it for a role that does not own it, so ask first
+                owner = conn.execute("SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c "
+                                     "WHERE c.oid = 'pg_catalog.pg_statistic'::regclass").fetchone()[0]
+                if owner:
+                    conn.execute("VACUUM FULL pg_catalog.pg_statistic")
+                else:
+                    log.warning("delete_purge: this role may not vacuum pg_statistic; the planner's old "
+                                "sample of the purged rows stays there until autovacuum (docs/scale.md)")
         return texts
 
     def remaining_texts(self, texts: Sequence[str]) -> set[str]:
