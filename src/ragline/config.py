@@ -150,6 +150,9 @@ class ServeSettings(BaseModel):
     # background jobs (serve/jobs.py): tenants are served in turn, one job per tenant and lane
     job_workers: int = Field(2, ge=1, le=16, description="jobs (uploads, evaluations) run at once")
     max_jobs_per_tenant: int = Field(20, ge=1, description="jobs queued or running per tenant; more answer 429")
+    # durable jobs (serve/jobstore.py): a running job's lease; a replica that stops renewing it
+    # (it died) has its job run again by another after this long
+    job_lease_s: float = Field(30.0, ge=0.5, le=3600)
 
 
 class StoreSettings(BaseModel):

@@ -77,10 +77,10 @@ class Server:
         return self.wait_job(client, tenant, collection, job["id"]) if wait else job
 
 
-def start_server(home: Path, env_extra: dict[str, str] | None = None) -> Server:
+def start_server(home: Path, env_extra: dict[str, str] | None = None, log_name: str = "server.log") -> Server:
     port = free_port()
     env = {**os.environ, "RAGLINE_SERVE__ADMIN_KEY": ADMIN, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    log = home / "server.log"
+    log = home / log_name
     home.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve", "--home", str(home), "--port", str(port)],
                             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -28,6 +28,10 @@ __all__ = ["Caller", "Server", "create_app"]
 
 def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     server = Server(settings)
+    from ragline.serve.routes.documents import rebuild_ingest
+
+    for kind in ("ingest", "reingest"):  # durable jobs another process (or an earlier one) saved
+        server.jobs.factories[kind] = lambda job, spec: rebuild_ingest(server, job, spec)
     # no Swagger UI: FastAPI's loads its scripts from a CDN (a floating version, no integrity hash)
     app = FastAPI(title="ragline", version=_version(), docs_url=None, redoc_url=None,
                   description="Retrieval-augmented generation over your documents, per tenant and collection, "

@@ -173,9 +173,9 @@ def control_call(fn, *args):
         raise ApiError(400, "invalid_principal", str(exc)) from None
 
 
-def queue_job(server: Server, job: Job, work, discard=None) -> Job:
+def queue_job(server: Server, job: Job, work, discard=None, spec: dict | None = None) -> Job:
     try:
-        return server.jobs.submit(job, work, discard)
+        return server.jobs.submit(job, work, discard, spec)
     except JobLimitError as exc:
         if discard is not None:
             discard()

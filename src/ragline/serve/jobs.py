@@ -99,8 +99,19 @@ class _Entry:
     discard: Discard | None
 
 
+Factory = Callable[["Job", dict], "tuple[Work, Discard | None]"]  # rebuilds a durable job's work from its spec
+
+
 class JobRunner:
-    def __init__(self, workers: int = 2, max_per_tenant: int = 20, keep: int = 1000) -> None:
+    def __init__(self, workers: int = 2, max_per_tenant: int = 20, keep: int = 1000, store=None,
+                 lease_s: float = 30.0) -> None:
+        # durable jobs (serve/jobstore.py): submitted with a spec, saved in ``store``, run only
+        # once claimed there; ``factories`` rebuild the work of jobs this process did not submit
+        self.store = store
+        self.lease_s = lease_s
+        self.worker_id = secrets.token_hex(6)
+        self.factories: dict[str, Factory] = {}
+        self._durable: set[str] = set()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._queues: dict[str, deque[_Entry]] = {}  # per tenant, oldest first
         self._served: dict[str, int] = {}  # tenant -> when it last started a job (a sequence number)
@@ -114,6 +125,8 @@ class JobRunner:
                          for i in range(max(1, workers))]
         for w in self._workers:
             w.start()
+        if store is not None:
+            threading.Thread(target=self._tend, name="ragline-jobs-lease", daemon=True).start()
 
     # -- submitting and cancelling -----------------------------------------------------------
     def admit(self, tenant: str) -> None:
@@ -128,10 +141,16 @@ class JobRunner:
             raise JobLimitError(f"this tenant already has {queued + self._active[tenant]} jobs queued or running "
                                 f"(at most {self.max_per_tenant}); wait for one to finish or cancel one")
 
-    def submit(self, job: Job, work: Work, discard: Discard | None = None) -> Job:
+    def submit(self, job: Job, work: Work, discard: Discard | None = None, spec: dict | None = None) -> Job:
+        """Queue ``job``. With a ``spec`` (and a store) it is durable: saved before it is queued,
+        so an acknowledged job survives this process."""
         job.id = job.id or secrets.token_hex(8)
         with self._cond:
             self._admit(job.tenant)
+        if spec is not None and self.store is not None:
+            self.store.save(job, spec)
+            self._durable.add(job.id)
+        with self._cond:
             self._jobs[job.id] = job
             self._evict()
             self._queues.setdefault(job.tenant, deque()).append(_Entry(job, work, discard))
@@ -141,6 +160,8 @@ class JobRunner:
     def cancel(self, job: Job) -> Literal["cancelled", "stopping", "finished"]:
         """Cancel a job: a queued one at once ("cancelled"), a running one at its next boundary
         ("stopping"); a finished one is left as it is ("finished")."""
+        if job.id in self._durable or (self.store is not None and job.id not in self._jobs):
+            return self._cancel_durable(job)
         with self._cond:
             if job.status == "queued":
                 entry = self._dequeue(job)
@@ -155,6 +176,23 @@ class JobRunner:
         if entry is not None and entry.discard is not None:
             entry.discard()
         return "cancelled"
+
+    def _cancel_durable(self, job: Job) -> Literal["cancelled", "stopping", "finished"]:
+        """A durable job may be queued or running in any replica: the store decides."""
+        assert self.store is not None
+        if job.status in FINAL:
+            return "finished"
+        if job.status == "queued" and self.store.cancel_queued(job):
+            with self._cond:
+                entry = self._dequeue(job)
+                job.cancel_requested, job.finished, job.status = True, time.time(), "cancelled"
+            self.store.finish(job)
+            if entry is not None and entry.discard is not None:
+                entry.discard()
+            return "cancelled"
+        self.store.request_cancel(job.id)  # running here or elsewhere: its worker reads the flag
+        job.cancel_requested = True
+        return "stopping"
 
     def _dequeue(self, job: Job) -> _Entry | None:
         q = self._queues.get(job.tenant)
@@ -171,12 +209,20 @@ class JobRunner:
     # -- reading -----------------------------------------------------------------------------
     def get(self, tenant: str, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
+        if job is None and self.store is not None:  # another replica's (or an earlier process's) job
+            found = self.store.load(job_id)
+            job = found[0] if found else None
         return job if job is not None and job.tenant == tenant else None
 
     def list(self, tenant: str, collection: str | None = None) -> list[Job]:
         with self._cond:
             jobs = list(self._jobs.values())
-        return [j for j in reversed(jobs) if j.tenant == tenant and collection in (None, j.collection)]
+        mine = [j for j in reversed(jobs) if j.tenant == tenant and collection in (None, j.collection)]
+        if self.store is None:
+            return mine
+        live = {j.id: j for j in mine}
+        stored = self.store.list(tenant, collection)
+        return [live.pop(j.id, j) for j in stored] + list(live.values())
 
     def pending(self) -> int:
         with self._cond:
@@ -194,6 +240,8 @@ class JobRunner:
                 self._jobs.pop(job.id, None)
             if collection is None:
                 self._served.pop(tenant, None)
+        if self.store is not None:
+            self.store.forget(tenant, collection)
 
     def scrub(self, tenant: str, collection: str, doc_id: str, name: str) -> None:
         """Forget a deleted document in job records (its id and file name)."""
@@ -242,11 +290,20 @@ class JobRunner:
                     self._cond.wait()
                     entry = self._next()
                 job = entry.job
-                job.status, job.started = "running", time.time()
                 self._busy.add((job.tenant, job.lane))
                 self._active[job.tenant] += 1
             try:
+                if job.id in self._durable and not self.store.claim(job, self.worker_id, self.lease_s):
+                    # another replica runs it (or it was cancelled there): it is not ours to keep
+                    with self._cond:
+                        self._jobs.pop(job.id, None)
+                    self._durable.discard(job.id)
+                    continue
+                job.status, job.started = "running", time.time()
                 self._execute(job, entry.work)
+                if job.id in self._durable:
+                    self.store.finish(job)
+                    self._durable.discard(job.id)
             finally:
                 with self._cond:
                     self._busy.discard((job.tenant, job.lane))
@@ -254,6 +311,40 @@ class JobRunner:
                     if self._active[job.tenant] <= 0:
                         del self._active[job.tenant]
                     self._cond.notify_all()  # a lane is free: waiting workers and wait_idle look again
+
+    def _tend(self) -> None:
+        """Every third of a lease: renew this process's leases (saving progress, reading cancels),
+        requeue jobs whose worker died, and take in queued jobs other processes saved."""
+        while True:
+            time.sleep(self.lease_s / 3)
+            try:
+                self.tend()
+            except Exception:  # the store may be briefly unreachable; try again next round
+                log.exception("job lease upkeep failed")
+
+    def tend(self) -> None:
+        assert self.store is not None
+        with self._cond:
+            running = [j for j in self._jobs.values() if j.id in self._durable and j.status == "running"]
+        for jid in self.store.renew(running, self.worker_id, self.lease_s):
+            job = self._jobs.get(jid)
+            if job is not None:
+                job.cancel_requested = True
+        self.store.requeue_expired()
+        for job, spec in self.store.queued():
+            factory = self.factories.get(job.kind)
+            if job.id in self._jobs or factory is None:
+                continue
+            try:
+                work, discard = factory(job, spec)
+            except Exception:
+                log.exception("cannot rebuild job %s (%s)", job.id, job.kind)
+                continue
+            self._durable.add(job.id)
+            with self._cond:
+                self._jobs[job.id] = job
+                self._queues.setdefault(job.tenant, deque()).append(_Entry(job, work, discard))
+                self._cond.notify()
 
     @staticmethod
     def _execute(job: Job, work: Work) -> None:

@@ -36,7 +36,8 @@ class Server:
         self.control = ControlDB(self.data / "control.sqlite")
         self.admin_key_file: Path | None = None
         self._set_up_admin(settings.serve.admin_key)
-        self.jobs = JobRunner(settings.serve.job_workers, settings.serve.max_jobs_per_tenant)
+        self.jobs = JobRunner(settings.serve.job_workers, settings.serve.max_jobs_per_tenant,
+                              store=self._job_store(settings), lease_s=settings.serve.job_lease_s)
         self.limiter = RateLimiter(settings.serve.rate_limit_per_minute, settings.serve.rate_limit_burst)
         self._collections: dict[tuple[str, str], Collection] = {}
         self._lock = threading.Lock()
@@ -47,6 +48,18 @@ class Server:
             update={"timeout_s": min(s.timeout_s, settings.serve.llm_timeout_s)})})
         # the process's parts: one embedding model shared by every collection, one answerer
         self.engine = Engine(self.llm_settings)
+
+    def _job_store(self, settings: Settings):
+        """Where jobs are kept: the PostgreSQL database every replica shares when the store is
+        there, else SQLite beside this server's data."""
+        from ragline.serve.jobstore import postgres_jobs, sqlite_jobs
+
+        st = settings.store
+        if st.backend == "postgres":
+            if not st.dsn:
+                raise ConfigError('store.backend is "postgres" but store.dsn is not set')
+            return postgres_jobs(st.dsn, st.namespace, st.pool_size, st.connect_timeout_s)
+        return sqlite_jobs(self.data / "jobs.sqlite")
 
     def _set_up_admin(self, configured: str | None) -> None:
         if configured:

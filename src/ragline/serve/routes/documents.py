@@ -33,11 +33,29 @@ Staged = tuple[Path | None, Path, str]
 # --------------------------------------------------------------------------- indexing jobs
 def ingest_job(server: Server, col: Collection, who: Caller, kind: str, staged: list[Staged],
                acl: tuple[str, ...] | None, rejected: list[dict]) -> Job:
-    """Queue the indexing of files: (staged upload or None, final path, display name)."""
+    """Queue the indexing of files: (staged upload or None, final path, display name). The job is
+    durable (serve/jobstore.py): its spec names the staged files and the ACL."""
     job = Job(id="", tenant=col.tenant, collection=col.name, kind=kind, owner=who.owner,
               files=[name for _, _, name in staged] + [r["file"] for r in rejected])
     job.errors.extend(rejected)
     job.done = len(rejected)
+    work, discard = ingest_work(server, col, staged, acl)
+    spec = {"staged": [[str(t) if t is not None else None, str(f), n] for t, f, n in staged],
+            "acl": list(acl) if acl is not None else None}
+    return queue_job(server, job, work, discard, spec)
+
+
+def rebuild_ingest(server: Server, job: Job, spec: dict):
+    """The work of a saved ingest job (another process's, or one from before a restart)."""
+    col = server.collection(job.tenant, job.collection)
+    staged = [(Path(t) if t else None, Path(f), n) for t, f, n in spec["staged"]]
+    return ingest_work(server, col, staged, tuple(spec["acl"]) if spec["acl"] is not None else None)
+
+
+def ingest_work(server: Server, col: Collection, staged: list[Staged], acl: tuple[str, ...] | None):
+    """(work, discard) for indexing staged files. The work may run again after a process died
+    mid-job: a staged file already moved into place is taken from there, and the sync skips what
+    was indexed already."""
 
     def work(job: Job) -> None:
         if not server.control.collection_exists(col.tenant, col.name):
@@ -52,7 +70,7 @@ def ingest_job(server: Server, col: Collection, who: Caller, kind: str, staged: 
                 job.report = {"not_processed": [name for _, _, name in staged]}
                 return
             for tmp, final, name in staged:
-                if tmp is not None:
+                if tmp is not None and tmp.exists():
                     final.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(tmp, final)
                     shutil.rmtree(tmp.parent, ignore_errors=True)
@@ -87,7 +105,7 @@ def ingest_job(server: Server, col: Collection, who: Caller, kind: str, staged: 
             if tmp is not None:
                 shutil.rmtree(tmp.parent, ignore_errors=True)
 
-    return queue_job(server, job, work, discard)
+    return work, discard
 
 
 def stop_ingest(col: Collection, job: Job, staged: list[Staged]) -> None:
