@@ -12,7 +12,7 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import TYPE_CHECKING, Callable, ContextManager
 
 from ragline.config import ConfigError, IngestSettings, Settings
 from ragline.embed.base import Embedder
@@ -27,6 +27,9 @@ from ragline.retrieve.fallback import FallbackPolicy
 from ragline.retrieve.search import Retriever
 from ragline.store.base import Store
 from ragline.transform.base import QueryTransform
+
+if TYPE_CHECKING:
+    from ragline.agentic.base import Strategy
 
 
 def ingest_syncer(indexer: Indexer, ingest: IngestSettings, on_event=None, acl_for=None) -> Syncer:
@@ -275,6 +278,37 @@ class Engine:
         return RAG(self.retriever, self.answerer() if answerer is None else answerer, self.store, reading,
                    transform=self.transform(), transforms=self.transform,
                    fallbacks=FallbackPolicy(tuple(route.fallbacks), route.min_hits, route.weak_below))
+
+    def strategy(self, name: str | None = None) -> "Strategy":
+        """The answer strategy ``name`` (default ``[answer] strategy``), with the ``[answer]`` budgets.
+        ``agent`` needs an LLM (``StrategyError`` naming ``llm.base_url`` without one); ``corrective``
+        grades with the LLM too when one is configured."""
+        from ragline.agentic.base import STRATEGIES, Budget, Standard, StrategyError
+
+        a = self.settings.answer
+        name = name or a.strategy
+        if name not in STRATEGIES:
+            raise StrategyError(f"strategy must be one of {', '.join(STRATEGIES)}, not '{name}'")
+        budget = Budget(a.max_steps, a.max_tokens, a.max_seconds)
+        if name == "standard":
+            return Standard()
+        from ragline.evaluate.judge import OfflineJudge
+
+        if name == "self-check":
+            from ragline.agentic.self_check import SelfCheck
+
+            return SelfCheck(OfflineJudge(self.embedder), Budget(min(a.max_steps, 2), a.max_tokens, a.max_seconds))
+        llm = self.chat_client() if self.settings.llm.base_url else None
+        if name == "corrective":
+            from ragline.agentic.corrective import Corrective
+
+            return Corrective(OfflineJudge(self.embedder), llm=llm, budget=budget)
+        if llm is None:
+            raise StrategyError("the agent strategy needs an LLM that can call tools: set llm.base_url "
+                                "(RAGLINE_LLM__BASE_URL=http://host:port/v1) and llm.model")
+        from ragline.agentic.agent import Agent
+
+        return Agent(llm, budget=budget)
 
     # -- records -------------------------------------------------------------------------------
     def index_info(self) -> dict | None:

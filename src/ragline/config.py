@@ -106,6 +106,18 @@ class RouteSettings(BaseModel):
     weak_below: float = Field(0.25, ge=-1.0, le=1.0, description="a best dense cosine under this is weak")
 
 
+class StrategySettings(BaseModel):
+    """How a question becomes an answer (agentic/): ``standard`` retrieves once and answers;
+    ``corrective`` grades the retrieval and refines, falls back or says not found; ``self-check``
+    checks each sentence against the passages and drops what they do not support; ``agent`` lets
+    the configured LLM call ragline's tools. Loops stop at these budgets."""
+
+    strategy: Literal["standard", "corrective", "self-check", "agent"] = "standard"
+    max_steps: int = Field(6, ge=1, le=50, description="LLM turns (agent) or retrievals (corrective)")
+    max_tokens: int = Field(20_000, ge=100, description="tokens the loop's LLM calls may spend")
+    max_seconds: float = Field(120.0, gt=0, description="wall-clock limit of one loop")
+
+
 class LLMSettings(BaseModel):
     base_url: str | None = None  # OpenAI-compatible, e.g. http://127.0.0.1:8080/v1; unset = extractive
     model: str = "default"
@@ -188,6 +200,7 @@ class Settings(BaseSettings):
     transform: TransformSettings = TransformSettings()
     route: RouteSettings = RouteSettings()
     llm: LLMSettings = LLMSettings()
+    answer: StrategySettings = StrategySettings()
     ingest: IngestSettings = IngestSettings()
     serve: ServeSettings = ServeSettings()
 

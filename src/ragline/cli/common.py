@@ -128,13 +128,14 @@ def guard(fn: Callable[[], T], failed_code: int = 1) -> T:
     from ragline.retrieve.search import QueryError
     from ragline.route.router import RouteError
     from ragline.store.base import StoreError
+    from ragline.agentic.base import StrategyError
 
     try:
         return fn()
     except (typer.Exit, typer.Abort):
         raise
     except (UserError, RunError, ConfigError, FilterError, QueryError, DatasetError, CollectionError,
-            RouteError) as exc:
+            RouteError, StrategyError) as exc:
         err.print("[red]error:[/red] " + escape(str(exc)), markup=True, highlight=False)
         raise typer.Exit(2)
     except (EmbedError, StoreError, LLMError) as exc:

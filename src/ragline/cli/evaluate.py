@@ -296,6 +296,8 @@ def eval_answers(
                                                              "extractive) | extractive | llm"),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="also write the JSON result, with per-item answers and judgements"),
+    strategy: Optional[str] = typer.Option(None, "--strategy",
+                                           help="standard | corrective | self-check | agent [default: answer.strategy]"),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -330,7 +332,7 @@ def eval_answers(
         with progress_bar(not as_json and err.is_terminal, lazy=True) as progress:
             run = run_answers(engine, items, dataset=path, k=k, mode=mode, filter=filter, max_items=max_items,
                               judge_name=judge_name, answerer=answerer, output=output,
-                              on_event=_answer_events(progress))
+                              on_event=_answer_events(progress), strategy=strategy)
         if as_json:
             emit_json(run.data)
             return

@@ -13,7 +13,7 @@ from ragline.cli import app
 from ragline.generate.extractive import ExtractiveAnswerer
 from ragline.trace import Trace
 from ragline.types import Answer
-from ragline.cli.common import (HomeOpt, JsonOpt, emit_json, engine_for, guard, out, require_index,
+from ragline.cli.common import (HomeOpt, JsonOpt, emit_json, engine_for, err, guard, out, require_index,
                                 settings_for, snippet)
 
 
@@ -153,6 +153,31 @@ def citation_json(c) -> dict:
             "chunk_id": c.chunk.id, "snippet": c.snippet}
 
 
+def strategy_ask(question: str, rag, request, chosen, trace: bool, as_json: bool) -> None:
+    """``ask --strategy``: the strategy's steps as they happen (with --trace), then the answer."""
+    from ragline.agentic.base import Steps
+
+    def show(step) -> None:
+        detail = ", ".join(f"{k}={v}" for k, v in step.as_dict().items() if k not in ("kind", "at_ms"))
+        err.print(f"[dim]{step.at_ms:8.0f} ms[/dim] {step.kind:<10} {escape(detail[:300])}", markup=True,
+                  highlight=False)
+
+    steps = Steps(on_step=show if trace and not as_json else None)
+    answer = chosen.run(rag, request, steps)
+    if as_json:
+        emit_json({"question": question, "answer": answer.text, "grounded": answer.grounded,
+                   "generator": answer.generator, "strategy": chosen.name,
+                   "citations": [citation_json(c) for c in answer.citations], "steps": steps.as_list()})
+        return
+    out.print(answer.text, markup=False)
+    if answer.citations:
+        out.print("\n[bold]Sources[/bold]", markup=True)
+        for c in answer.citations:
+            loc = f" ({c.location})" if c.location else ""
+            out.print(f"  [{c.n}] {c.chunk.source}{loc}", markup=False)
+            out.print(f"      \"{snippet(c.snippet)}\"", markup=False)
+
+
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="the question"),
@@ -169,6 +194,9 @@ def ask(
     rule: Optional[list[str]] = RuleOpt,
     max_collections: int = MaxCollectionsOpt,
     min_score: Optional[float] = MinScoreOpt,
+    strategy: Optional[str] = typer.Option(None, "--strategy",
+                                           help="standard | corrective | self-check | agent (default: [answer] "
+                                                "strategy); --trace shows each step"),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -186,6 +214,9 @@ def ask(
         require_index(engine)
         rag = engine.rag()
         request = rag.request(question, k=k, mode=mode, filter=filter)
+        chosen = engine.strategy(strategy)
+        if chosen.name != "standard":
+            return strategy_ask(question, rag, request, chosen, trace, as_json)
         stages = Trace() if trace else None
         hits = rag.retrieve(request, stages)
         with stages.stage("generate", len(hits), answerer=rag.answerer.name) if stages else nullcontext():

@@ -123,17 +123,25 @@ def evaluate_answers(items: Sequence[QAItem], rag: RAG, judge: AnswerJudge,
                      k: int = 5, mode: str | None = None, filter: str | None = None,
                      progress: Callable[[int], None] | None = None,
                      prices: tuple[float | None, float | None] = (None, None),
-                     principals: tuple[str, ...] | None = None) -> AnswersResult:
+                     principals: tuple[str, ...] | None = None, strategy=None) -> AnswersResult:
     """Retrieve ``k`` passages for each question, answer from them, judge the answer against them.
-    ``principals`` restricts every retrieval to what they may read (None: everything)."""
+    ``principals`` restricts every retrieval to what they may read (None: everything). With a
+    ``strategy`` (agentic/) other than standard, it answers, and the answer is judged against the
+    passages it was finally given."""
     records: list[ItemRecord] = []
     request_mode = mode
     for i, item in enumerate(items):
         t = time.perf_counter()
         ask = rag.request(item.question, k=k, mode=mode, filter=filter, principals=principals)
         request_mode = ask.search.mode
-        hits = rag.retrieve(ask)
-        answer = rag.answer(ask, hits)
+        if strategy is not None and strategy.name != "standard":
+            from ragline.agentic.base import Steps
+
+            answer = strategy.run(rag, ask, Steps())
+            hits = list(answer.hits)
+        else:
+            hits = rag.retrieve(ask)
+            answer = rag.answer(ask, hits)
         latency = (time.perf_counter() - t) * 1000
         contexts = [h.chunk.text for h in hits]
         if getattr(judge, "reference_metrics", False):

@@ -291,7 +291,7 @@ def answer_generator(engine: Engine, answerer: str) -> Answerer:
 
 def run_answers(engine: Engine, items: Sequence[QAItem], *, dataset: Path, k: int, mode: str | None,
                 filter: str | None, max_items: int | None, judge_name: str, answerer: str,
-                output: Path | None, on_event: Event | None = None) -> AnswersRun:
+                output: Path | None, on_event: Event | None = None, strategy: str | None = None) -> AnswersRun:
     """`eval answers`: answer and judge every item; the result schema, also written (with per-item
     answers and judgements) to ``output`` when given.
 
@@ -303,17 +303,18 @@ def run_answers(engine: Engine, items: Sequence[QAItem], *, dataset: Path, k: in
     generator = answer_generator(engine, answerer)
     rag = engine.rag(generator)
     judge = answer_judge(engine, judge_name)
+    chosen = engine.strategy(strategy)
     emit("answer-start", {"items": len(items)})
     result = evaluate_answers(items, rag, judge, k=k, mode=mode, filter=filter,
                               progress=lambda i: emit("answer-progress", {"done": i}),
-                              prices=(llm.price_input_per_1k, llm.price_output_per_1k))
+                              prices=(llm.price_input_per_1k, llm.price_output_per_1k), strategy=chosen)
 
     def r4(v: float | None) -> float | None:
         return None if v is None else round(v, 4)
 
     data: dict[str, Any] = {
         "dataset": str(dataset), "judge": result.judge, "judge_version": judge.version,
-        "settings": {"k": k, "mode": result.mode, "filter": filter, "max_items": max_items,
+        "settings": {"k": k, "mode": result.mode, "filter": filter, "max_items": max_items, "strategy": chosen.name,
                      "generator": getattr(generator, "name", type(generator).__name__),
                      "embedding_model": engine.embedder.model_id},
         "counts": result.counts,

@@ -1,10 +1,10 @@
-"""A client for any OpenAI-compatible chat-completions endpoint, with streaming."""
+"""A client for any OpenAI-compatible chat-completions endpoint, with streaming and tool calls."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import httpx
 
@@ -21,6 +21,36 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+
+
+class ToolCall(NamedTuple):
+    """One function call the model asked for: the endpoint's call id, the tool's name, its arguments."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolReply:
+    """One reply to a request that offered tools: its text (may be empty), the calls it makes (none
+    when the model answered in plain text), the endpoint's token counts, and why it stopped."""
+
+    content: str
+    calls: tuple[ToolCall, ...]
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+    def message(self) -> dict:
+        """The assistant message to send back in the history, so the next request's tool results
+        answer these calls by id."""
+        msg: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.calls:
+            msg["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+                                 for c in self.calls]
+        return msg
 
 
 def _count(usage: object, key: str) -> int | None:
@@ -73,6 +103,65 @@ class ChatClient:
         usage = data.get("usage")
         return Completion(text, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"),
                           choice.get("finish_reason") if isinstance(choice, dict) else None)
+
+    def chat_tools(self, messages: list[dict], tools: Sequence[dict], max_tokens: int = 512,
+                   temperature: float = 0.1, tool_choice: str | dict = "auto") -> ToolReply:
+        """A non-streamed reply to a request that offers ``tools`` (OpenAI ``tools`` / ``tool_calls``
+        wire format). Raises ``LLMError`` when the endpoint refuses tools, when it answers a
+        ``tool_choice`` that demands a call with text only (both: "does not support tool calls"),
+        and when a call's arguments are not a JSON object."""
+        body = self._body(messages, max_tokens, temperature, False)
+        body["tools"], body["tool_choice"] = list(tools), tool_choice
+        try:
+            resp = self._http.post(f"{self.base_url}/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM endpoint {self.base_url} unreachable: {exc}") from None
+        if resp.status_code != 200:
+            error = self._fail(resp)
+            if resp.status_code in (400, 422, 500, 501) and "tool" in str(error).lower():
+                raise self._no_tools(str(error))
+            raise error
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            message = choice["message"]
+            content = message.get("content") or ""
+            raw_calls = message.get("tool_calls") or []
+            calls = tuple(self._tool_call(i, c) for i, c in enumerate(raw_calls))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise LLMError(f"LLM endpoint {self.base_url} returned an unexpected body: {resp.text[:300]}") from None
+        if not calls and tool_choice not in ("auto", "none"):
+            raise self._no_tools(f"asked to call a tool (tool_choice={json.dumps(tool_choice)}), it replied "
+                                 f"with text only: {content[:200]!r}")
+        usage = data.get("usage")
+        return ToolReply(content, calls, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"),
+                         choice.get("finish_reason"))
+
+    def _no_tools(self, why: str) -> LLMError:
+        return LLMError(f"the model '{self.model}' at {self.base_url} does not support tool calls ({why}); "
+                        "set llm.model to a model that can call tools (and serve it with tool calling on, "
+                        "e.g. llama.cpp's --jinja), or choose another answer strategy than 'agent'")
+
+    def _tool_call(self, i: int, call: dict) -> ToolCall:
+        """One ``tool_calls`` entry, its arguments decoded: a JSON object as a string (the standard),
+        an object (some servers), a doubly encoded string, or nothing at all (a call without
+        arguments). Anything else is malformed (``LLMError``)."""
+        fn = call["function"]
+        name, raw = fn["name"], fn.get("arguments")
+        if not isinstance(name, str) or not name:
+            raise KeyError("name")
+        args: object = raw if raw not in (None, "") else {}
+        try:
+            for _ in range(2):  # a string that decodes to a string was encoded twice
+                if isinstance(args, str):
+                    args = json.loads(args)
+        except ValueError as exc:
+            raise LLMError(f"LLM endpoint {self.base_url} sent malformed JSON arguments for tool '{name}' "
+                           f"({exc}): {str(raw)[:200]}") from None
+        if not isinstance(args, dict):
+            raise LLMError(f"LLM endpoint {self.base_url} sent arguments for tool '{name}' that are not a "
+                           f"JSON object: {str(raw)[:200]}")
+        return ToolCall(str(call.get("id") or f"call_{i}"), name, args)
 
     def stream(self, messages: list[dict], max_tokens: int = 512, temperature: float = 0.1) -> Iterator[str]:
         """Yield content deltas as the server streams them (server-sent events)."""

@@ -29,9 +29,12 @@ __all__ = ["Caller", "Server", "create_app"]
 def create_app(settings: Settings, warm: bool = True) -> FastAPI:
     server = Server(settings)
     from ragline.serve.routes.documents import rebuild_ingest
+    from ragline.serve.routes.evaluations import rebuild_evaluation
 
-    for kind in ("ingest", "reingest"):  # durable jobs another process (or an earlier one) saved
+    # durable jobs another process (or an earlier one of this server) saved
+    for kind in ("ingest", "reingest"):
         server.jobs.factories[kind] = lambda job, spec: rebuild_ingest(server, job, spec)
+    server.jobs.factories["evaluation"] = lambda job, spec: rebuild_evaluation(server, job, spec)
     # no Swagger UI: FastAPI's loads its scripts from a CDN (a floating version, no integrity hash)
     app = FastAPI(title="ragline", version=_version(), docs_url=None, redoc_url=None,
                   description="Retrieval-augmented generation over your documents, per tenant and collection, "

@@ -55,6 +55,9 @@ class AskIn(RetrievalIn):
     question: str = Field(min_length=1, max_length=4000)
     k: int = Field(5, ge=1, le=50)
     stream: bool = False
+    strategy: Literal["standard", "corrective", "self-check", "agent"] | None = Field(
+        None, description="how the answer is made [default: the server's answer.strategy]; the steps come back "
+                          "as 'steps' (SSE: 'step' events); agent needs an LLM")
 
 
 class EvalIn(BaseModel):

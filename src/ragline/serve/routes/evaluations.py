@@ -19,22 +19,20 @@ from ragline.serve.server import Server
 router = APIRouter()
 
 
-def eval_visible(who: Caller, result: dict) -> bool:
-    return who.principals is None or result.get("principals") == list(who.principals)
+def rebuild_evaluation(server: Server, job: Job, spec: dict):
+    """The work of a saved evaluation job (another process's, or one from before a restart)."""
+    return evaluation_work(server, server.collection(job.tenant, job.collection), spec), None
 
 
-@router.post("/v1/tenants/{tenant}/collections/{collection}/evaluations", status_code=202, tags=["evaluations"])
-def create_evaluation(body: EvalIn, col: Collection = Depends(collection_of),
-                      who: Caller = Depends(reader), server: Server = Depends(server_of)) -> dict:
-    from ragline.evaluate.beir import DatasetError
+def evaluation_work(server: Server, col: Collection, spec: dict):
+    """The run of an evaluation job, from what the request said (durable: serve/jobstore.py).
+    It answers as the caller: ``spec["principals"]`` apply to every retrieval."""
+    from ragline.acl import visible_to
     from ragline.evaluate.qa import _item
 
-    ready(server)
-    try:
-        items = [_item(obj, f"items[{i}]") for i, obj in enumerate(body.items)]
-    except DatasetError as exc:
-        raise ApiError(400, "invalid_dataset", str(exc)) from None
-    job = Job(id="", tenant=col.tenant, collection=col.name, kind="evaluation", files=[], owner=who.owner)
+    items = [_item(obj, f"items[{i}]") for i, obj in enumerate(spec["items"])]
+    principals = None if spec["principals"] is None else tuple(spec["principals"])
+    scope = None if principals is None else visible_to(principals)
 
     def work(job: Job) -> None:
         from ragline.evaluate.answers import evaluate_answers
@@ -52,19 +50,19 @@ def create_evaluation(body: EvalIn, col: Collection = Depends(collection_of),
                 yield it
 
         result = evaluate_answers(until_cancelled(), flow(server, col), OfflineJudge(server.embedder),  # type: ignore[arg-type]
-                                  k=body.k, mode=body.mode, progress=progress, principals=who.principals)
+                                  k=spec["k"], mode=spec["mode"], progress=progress, principals=principals)
         if not result.items:  # cancelled before its first item: nothing to keep
             return
         data = {"id": job.id, "created": time.time(), "cancelled": job.stopped_early,
                 "judge": result.judge, "k": result.k, "mode": result.mode,
-                "principals": None if who.principals is None else list(who.principals),
+                "principals": None if principals is None else list(principals),
                 "counts": result.counts, "answers": result.metrics, "retrieval": result.retrieval,
                 "latency_ms": result.latency_ms, "items": [r.as_dict() for r in result.items]}
         for item in data["items"]:
             item["sources"] = [col.display(x) for x in item.get("sources", [])]
             item["ranked_documents"] = [col.display(x) for x in item.get("ranked_documents", [])]
         cited = {name for it in data["items"] for name in [*it.get("sources", []), *it.get("ranked_documents", [])]}
-        gone = col.save_result(eval_dir(col) / f"{job.id}.json", data, version, who.scope, cited)
+        gone = col.save_result(eval_dir(col) / f"{job.id}.json", data, version, scope, cited)
         if gone:  # a result quoting a deleted (or no longer readable) document is never kept
             job.status = "failed"
             job.errors.append({"file": None, "reason": f"{len(gone)} document(s) it cites were deleted "
@@ -73,8 +71,30 @@ def create_evaluation(body: EvalIn, col: Collection = Depends(collection_of),
         job.documents = []
         job.report = {"evaluation": job.id}
 
+    return work
+
+
+def eval_visible(who: Caller, result: dict) -> bool:
+    return who.principals is None or result.get("principals") == list(who.principals)
+
+
+@router.post("/v1/tenants/{tenant}/collections/{collection}/evaluations", status_code=202, tags=["evaluations"])
+def create_evaluation(body: EvalIn, col: Collection = Depends(collection_of),
+                      who: Caller = Depends(reader), server: Server = Depends(server_of)) -> dict:
+    from ragline.evaluate.beir import DatasetError
+    from ragline.evaluate.qa import _item
+
+    ready(server)
+    try:
+        items = [_item(obj, f"items[{i}]") for i, obj in enumerate(body.items)]
+    except DatasetError as exc:
+        raise ApiError(400, "invalid_dataset", str(exc)) from None
+    job = Job(id="", tenant=col.tenant, collection=col.name, kind="evaluation", files=[], owner=who.owner)
+    spec = {"items": body.items, "k": body.k, "mode": body.mode,
+            "principals": None if who.principals is None else list(who.principals)}
+    work = evaluation_work(server, col, spec)
     job.files = [it.id for it in items]
-    submitted = queue_job(server, job, work)
+    submitted = queue_job(server, job, work, None, spec)
     return {"job": submitted.public(), "evaluation": submitted.id}
 
 

@@ -80,6 +80,10 @@ def event(kind: str, data: dict) -> dict:
 @router.post("/v1/tenants/{tenant}/collections/{collection}/ask", tags=["search"])
 def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Depends(reader),
         server: Server = Depends(server_of)):
+    chosen = strategy_for(col, body.strategy)
+    if chosen.name != "standard":
+        rag, question = request(server, col, who, body.question, body.k, body)
+        return strategy_ask(server, col, rag, question, chosen, body)
     key = (who.principals, body.question.strip(), body.k, body.mode, body.filter, body.rerank, body.rerank_depth,
            body.transform)
     version = col.write_version  # read before retrieval: a write after it makes this answer stale
@@ -120,5 +124,62 @@ def ask(body: AskIn, col: Collection = Depends(collection_of), who: Caller = Dep
         except Exception:
             log.exception("ask stream failed")
             yield event("error", {"code": "internal", "message": "the answer failed; the error is in the server's log"})
+
+    return EventSourceResponse(events(), ping=15)
+
+
+def strategy_for(col: Collection, name: str | None):
+    from ragline.agentic.base import StrategyError
+
+    try:
+        return col.engine.strategy(name)
+    except (StrategyError, ConfigError) as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+
+
+def strategy_ask(server: Server, col: Collection, rag: RAG, question: Ask, chosen, body):
+    """An ask through a strategy (agentic/): its steps in the reply, or as SSE ``step`` events
+    while it runs, then the answer. Not cached: a loop's steps are part of what was asked for."""
+    import queue
+    import threading
+
+    from ragline.agentic.base import Steps
+
+    if not body.stream:
+        steps = Steps()
+        try:
+            answer = chosen.run(rag, question, steps)
+        except LLMError as exc:
+            raise ApiError(502, "llm_unavailable", llm_message(server, exc)) from None
+        return {**answer_json(col, body.question, answer), "strategy": chosen.name, "steps": steps.as_list(),
+                "cached": False}
+    found: queue.Queue = queue.Queue()
+    steps = Steps(on_step=lambda s: found.put(("step", s.as_dict())))
+
+    def work() -> None:
+        try:
+            found.put(("answer", chosen.run(rag, question, steps)))
+        except LLMError as exc:
+            found.put(("error", {"code": "llm_unavailable", "message": llm_message(server, exc)}))
+        except Exception:
+            log.exception("strategy ask failed")
+            found.put(("error", {"code": "internal", "message": "the answer failed; the error is in the server's log"}))
+
+    threading.Thread(target=work, name="ragline-strategy", daemon=True).start()
+
+    def events():
+        while True:
+            kind, item = found.get()
+            if kind == "step":
+                yield event("step", item)
+                continue
+            if kind == "answer":
+                yield event("token", {"text": item.text})
+                yield event("answer", {**answer_json(col, body.question, item), "strategy": chosen.name,
+                                       "steps": steps.as_list(), "cached": False})
+            else:
+                yield event("error", item)
+            yield event("done", {})
+            return
 
     return EventSourceResponse(events(), ping=15)
