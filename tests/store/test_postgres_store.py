@@ -56,6 +56,28 @@ class TestPostgresStore(StoreContract):
         assert new.schema_version() == SCHEMA_VERSION
         assert ids(sparse_hits(new, "walrus ice", 5)) == ["a#0"]
         assert new.count() == 1
+        self._assert_counters(new)
+
+    def _assert_counters(self, store) -> None:
+        """BM25's collection statistics kept in ``meta`` agree with the chunks table."""
+        with psycopg.connect(self.dsn) as conn:
+            meta = dict(conn.execute(f'SELECT key, value FROM "{store.schema}".meta'))
+            n, total = conn.execute(f'SELECT count(*), coalesce(sum(length), 0) FROM "{store.schema}".chunks').fetchone()
+        assert (int(meta["chunks"]), int(meta["total_length"])) == (n, total)
+
+    def test_collection_statistics_follow_every_write(self, three_docs):
+        store, _, _ = three_docs
+        self._assert_counters(store)
+        write(store, [record("a")], [chunk("a", 0, "apples again and again and again")])  # replace a
+        self._assert_counters(store)
+        store.delete(["b"])
+        self._assert_counters(store)
+        self.drop_record_only(store, "c")
+        store.remove_orphans()
+        self._assert_counters(store)
+        store.delete_purge(["a"])
+        self._assert_counters(store)
+        assert store.count() == 0
 
     def test_a_newer_schema_is_refused(self, tmp_path):
         store = PostgresStore(self.dsn, str(tmp_path), DIM)

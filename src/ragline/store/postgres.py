@@ -44,7 +44,7 @@ from ragline.types import Chunk
 
 log = logging.getLogger("ragline.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 EXACT_SEARCH_MAX = 20_000  # a filter estimated to match at most this many chunks is searched exactly
 HNSW_EF_MAX = 1000  # pgvector's largest hnsw.ef_search
 
@@ -153,7 +153,23 @@ def _v2(cur, s: str, dim: int) -> None:
                             [(t, key, n) for t, n in terms.items()])
 
 
-MIGRATIONS: list[tuple[int, Callable[[Any, str, int], None]]] = [(1, _v1), (2, _v2)]
+def _v3(cur, s: str, dim: int) -> None:
+    """Unfiltered BM25 from the postings alone: each posting carries its chunk's length, and the
+    chunk count and total length are kept in ``meta`` by every write (no scan per query)."""
+    cur.execute(f"ALTER TABLE {s}.postings ADD COLUMN length integer NOT NULL DEFAULT 0")
+    cur.execute(f"UPDATE {s}.postings p SET length = c.length FROM {s}.chunks c WHERE c.key = p.key")
+    n, total = cur.execute(f"SELECT count(*), coalesce(sum(length), 0) FROM {s}.chunks").fetchone()
+    cur.executemany(f"INSERT INTO {s}.meta VALUES (%s, %s)", [("chunks", str(n)), ("total_length", str(total))])
+
+
+MIGRATIONS: list[tuple[int, Callable[[Any, str, int], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+
+
+def _count_change(cur, s: str, chunks: int, length: int) -> None:
+    """Keep ``meta``'s chunk count and total length in step with a write (in its transaction)."""
+    if chunks or length:
+        cur.execute(f"UPDATE {s}.meta SET value = (value::bigint + (CASE key WHEN 'chunks' THEN %s ELSE %s END))::text "
+                    "WHERE key IN ('chunks', 'total_length')", (chunks, length))
 
 
 class PostgresStore:
@@ -239,6 +255,7 @@ class PostgresStore:
                 # the documents stay: their fingerprint names the old model, so the next sync re-embeds them
                 cur.execute(f"DROP INDEX IF EXISTS {s}.chunks_embedding_hnsw")
                 cur.execute(f"TRUNCATE {s}.chunks CASCADE")
+                cur.execute(f"UPDATE {s}.meta SET value = '0' WHERE key IN ('chunks', 'total_length')")
                 cur.execute(f"ALTER TABLE {s}.chunks ALTER COLUMN embedding TYPE vector({int(dim)})")
                 cur.execute(f"UPDATE {s}.meta SET value = %s WHERE key = 'dim'", (str(dim),))
                 have = dim
@@ -320,8 +337,10 @@ class PostgresStore:
             postings.append(terms)
         s = self._s
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {s}.chunks WHERE doc_id = ANY(%s) OR id = ANY(%s)",
-                        (list(by_id), [c.id for c in chunks]))
+            gone = cur.execute(f"DELETE FROM {s}.chunks WHERE doc_id = ANY(%s) OR id = ANY(%s) RETURNING length",
+                               (list(by_id), [c.id for c in chunks])).fetchall()
+            _count_change(cur, s, len(rows) - len(gone),
+                          sum(r[-2] for r in rows) - sum(g[0] for g in gone))
             keys = [r[0] for r in cur.execute(
                 f"SELECT nextval(pg_get_serial_sequence('{s}.chunks', 'key')) FROM generate_series(1, %s)",
                 (len(rows),)).fetchall()] if rows else []
@@ -330,10 +349,10 @@ class PostgresStore:
                           "FROM STDIN") as copy:
                 for key, row in zip(keys, rows):
                     copy.write_row([key, *row])
-            with cur.copy(f"COPY {s}.postings (term, key, tf) FROM STDIN") as copy:
-                for key, terms in zip(keys, postings):
+            with cur.copy(f"COPY {s}.postings (term, key, tf, length) FROM STDIN") as copy:
+                for key, row, terms in zip(keys, rows, postings):
                     for term, tf in terms.items():
-                        copy.write_row((term, key, tf))
+                        copy.write_row((term, key, tf, row[-2]))
             self._upsert_records(cur, docs)
 
     def _upsert_records(self, cur, docs: Sequence[DocRecord]) -> None:
@@ -359,8 +378,10 @@ class PostgresStore:
             return []
         s, ids = self._s, list(doc_ids)
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-            texts = [r[0] for r in cur.execute(f"DELETE FROM {s}.chunks WHERE doc_id = ANY(%s) RETURNING search_text",
-                                               (ids,)).fetchall()]
+            gone = cur.execute(f"DELETE FROM {s}.chunks WHERE doc_id = ANY(%s) RETURNING search_text, length",
+                               (ids,)).fetchall()
+            texts = [r[0] for r in gone]
+            _count_change(cur, s, -len(gone), -sum(r[1] for r in gone))
             cur.execute(f"DELETE FROM {s}.documents WHERE doc_id = ANY(%s)", (ids,))
             cur.execute(f"UPDATE {s}.meta SET value = (value::bigint + 1)::text WHERE key = 'write_version'")
         return texts
@@ -397,9 +418,10 @@ class PostgresStore:
 
     def remove_orphans(self) -> int:
         s = self._s
-        with self._conn() as conn:
-            rows = conn.execute(f"DELETE FROM {s}.chunks c WHERE NOT EXISTS "
-                                f"(SELECT 1 FROM {s}.documents d WHERE d.doc_id = c.doc_id) RETURNING doc_id").fetchall()
+        with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            rows = cur.execute(f"DELETE FROM {s}.chunks c WHERE NOT EXISTS (SELECT 1 FROM {s}.documents d "
+                               "WHERE d.doc_id = c.doc_id) RETURNING doc_id, length").fetchall()
+            _count_change(cur, s, -len(rows), -sum(r[1] for r in rows))
         return len({r[0] for r in rows})
 
     def finish(self) -> None:
@@ -485,8 +507,10 @@ class PostgresStore:
         scope_sql, scope_params = self._where(scope)
         where_sql, where_params = self._where(where)
         with self._conn() as conn:
-            if scope is None:
-                n, avgdl = conn.execute(f"SELECT count(*), coalesce(avg(length), 0) FROM {s}.chunks").fetchone()
+            if scope is None:  # the collection's statistics, kept by every write
+                meta = dict(conn.execute(f"SELECT key, value FROM {s}.meta WHERE key IN ('chunks', 'total_length')"))
+                n = int(meta["chunks"])
+                avgdl = int(meta["total_length"]) / n if n else 0.0
                 df = dict(conn.execute(f"SELECT term, count(*) FROM {s}.postings WHERE term = ANY(%s) GROUP BY term",
                                        (words,)).fetchall())
             else:
@@ -500,15 +524,20 @@ class PostgresStore:
             weights = {t: times * bm25.idf(df[t], n) for t, times in terms.items() if df.get(t)}
             if not weights:
                 return []
-            avgdl = max(float(avgdl), 1e-9)
-            rows = conn.execute(
-                f"SELECT c.key, c.doc_id, sum(w.weight * (%s * p.tf) / (p.tf + %s * (%s + %s * c.length / %s))) AS score "
-                f"FROM unnest(%s::text[], %s::float8[]) AS w(term, weight) "
-                f"JOIN {s}.postings p ON p.term = w.term JOIN {s}.chunks c ON c.key = p.key "
-                f"WHERE ({where_sql}) AND ({scope_sql}) GROUP BY c.key, c.doc_id "
-                f"ORDER BY score DESC, c.key LIMIT %s",
-                [bm25.K1 + 1.0, bm25.K1, 1.0 - bm25.B, bm25.B, avgdl, list(weights), list(weights.values()),
-                 *where_params, *scope_params, k]).fetchall()
+            score = "sum(w.weight * (%s * p.tf) / (p.tf + %s * (%s + %s * p.length / %s)))"
+            params = [bm25.K1 + 1.0, bm25.K1, 1.0 - bm25.B, bm25.B, max(float(avgdl), 1e-9), list(weights),
+                      list(weights.values())]
+            postings = f"unnest(%s::text[], %s::float8[]) AS w(term, weight) JOIN {s}.postings p ON p.term = w.term"
+            if where is None and scope is None:  # the postings alone, then the top k's documents
+                sql = (f"WITH top AS (SELECT p.key, {score} AS score FROM {postings} GROUP BY p.key "
+                       f"ORDER BY score DESC, p.key LIMIT %s) SELECT top.key, c.doc_id, top.score FROM top "
+                       f"JOIN {s}.chunks c ON c.key = top.key ORDER BY top.score DESC, top.key")
+                rows = conn.execute(sql, [*params, k]).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT c.key, c.doc_id, {score} AS score FROM {postings} JOIN {s}.chunks c ON c.key = p.key "
+                    f"WHERE ({where_sql}) AND ({scope_sql}) GROUP BY c.key, c.doc_id ORDER BY score DESC, c.key LIMIT %s",
+                    [*params, *where_params, *scope_params, k]).fetchall()
         return [Candidate(r[0], r[1], float(r[2])) for r in rows if r[2] > 0]
 
     def fetch(self, keys: Sequence[Any]) -> dict[Any, Chunk]:
