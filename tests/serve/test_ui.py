@@ -228,6 +228,26 @@ def test_ask_streams_answer_and_opens_cited_passage(server, tenant_name, page):
     expect(cite).to_be_focused()
 
 
+def test_a_strategy_shows_its_steps_as_they_happen(server, tenant_name, page):
+    from playwright.sync_api import expect
+
+    key = setup_tenant(server, tenant_name)
+    server.upload(server.client(key), tenant_name, "docs", {"recipes.md": CAKE, "volcanoes.txt": VOLCANO})
+    sign_in(page, server.url, key, tenant_name)
+    page.goto(page.url.split("#")[0] + "#ask")
+    page.get_by_label("Strategy").select_option("self-check")
+    ask(page, CAKE_Q)
+    steps = page.locator("#steps li")
+    expect(steps).to_have_count(3)
+    assert [steps.nth(i).get_attribute("data-kind") for i in range(3)] == ["retrieve", "generate", "check"]
+    expect(page.locator("#steps-box")).to_be_visible()
+    expect(page.locator("#answer")).to_contain_text("cardamom")
+    shot(page, "ask-strategy-steps")
+    page.get_by_label("Strategy").select_option("")  # back to standard: no steps shown
+    ask(page, CAKE_Q)
+    expect(page.locator("#steps-box")).to_be_hidden()
+
+
 # --------------------------------------------------------------------------- (c) delete a document
 def test_delete_document_removes_it_from_list_and_answers(server, tenant_name, page):
     from playwright.sync_api import expect

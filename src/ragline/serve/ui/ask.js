@@ -48,6 +48,9 @@ export class AskView {
     say($("ask-error"), "");
     fill($("answer-badges"));
     fill($("sources"));
+    fill($("steps"));
+    $("steps-box").hidden = true;
+    const strategy = $("strategy").value;
     $("sources-title").hidden = true;
     fill(answer, h("span", { class: "thinking" }, "Searching your documents…"));
     answer.classList.add("streaming");
@@ -60,9 +63,11 @@ export class AskView {
     let streamed = "";
     let final = null;
     try {
-      for await (const { event, data } of this.session.client.ask(this.session.collection, { question, k: 5 },
-        controller.signal)) {
-        if (event === "token") {
+      const body = strategy ? { question, k: 5, strategy } : { question, k: 5 };
+      for await (const { event, data } of this.session.client.ask(this.session.collection, body, controller.signal)) {
+        if (event === "step") {
+          this.step(data);
+        } else if (event === "token") {
           if (!streamed) fill(answer);
           streamed += data.text || "";
           answer.append(document.createTextNode(data.text || ""));
@@ -89,6 +94,18 @@ export class AskView {
         button.disabled = false;
       }
     }
+  }
+
+  /** One step of a strategy (corrective, self-check, agent) as it happens. */
+  step(data) {
+    const { kind, at_ms: at, ...detail } = data;
+    const text = Object.entries(detail)
+      .map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`)
+      .join(", ");
+    $("steps-box").hidden = false;
+    $("steps-box").open = true;
+    $("steps").append(h("li", { dataset: { kind } }, h("strong", {}, kind), " ",
+      h("span", { class: "meta" }, `${Math.round(at)} ms`), text && ` — ${text.slice(0, 300)}`));
   }
 
   /** The final answer: its text with [n] marks as buttons, then the numbered sources. */
