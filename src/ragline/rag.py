@@ -76,7 +76,7 @@ class RAG:
         if self.fallbacks is None or not self.fallbacks.steps:
             return hits
         return with_fallbacks(self.fallbacks, ask, hits, lambda a: self._retrieve(a, None),
-                              self._rewriter(ask), trace)
+                              self.rewriter(ask), trace)
 
     def _retrieve(self, ask: Ask, trace: Trace | None) -> list[Hit]:
         if ask.transform is None:
@@ -87,7 +87,7 @@ class RAG:
         hits, _ = transformed_search(ask.transform, self.retriever, ask.search, trace, self._reading)
         return hits
 
-    def _rewriter(self, ask: Ask) -> Callable[[Ask], list[Hit]] | None:
+    def rewriter(self, ask: Ask) -> Callable[[Ask], list[Hit]] | None:
         """The fallback's rewrite: the configured transformation when the ask did not use one, else
         the offline pseudo-relevance feedback (None when that is what the ask used already)."""
         if ask.transform is None and self.transform is not None:
@@ -118,6 +118,10 @@ class RAG:
             return
         for item in self.answerer.stream(ask.question, hits):
             yield self.cite(item) if isinstance(item, Answer) else item
+
+    def reading(self) -> ContextManager:
+        """The guard every store read of this flow runs under (a serve collection's read lock)."""
+        return self._reading()
 
     def not_found(self) -> Answer:
         return Answer(NOT_FOUND, (), grounded=False, generator=self.answerer.name)

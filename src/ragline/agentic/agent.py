@@ -73,6 +73,8 @@ TOOLS = [
           ["text"]),
 ]
 
+SEARCH = {"type": "function", "function": {"name": "search"}}  # the tool_choice that demands a search
+
 
 class ToolArgumentError(ValueError):
     """A tool call's arguments do not fit its schema; the message goes back to the model."""
@@ -145,14 +147,16 @@ def _str(args: Mapping[str, Any], key: str, required: bool = False) -> str | Non
 class Agent:
     """Lets ``llm`` call search, fetch, list_collections and answer until it answers or the budget
     runs out. ``collections`` lists the searchable collections as (name, description) pairs (None:
-    only the one this question is asked of)."""
+    only the one this question is asked of). ``search_first`` makes the first turn a search (a named
+    ``tool_choice``), for models that rarely call a tool unasked; the model still writes the query."""
 
     name = "agent"
 
     def __init__(self, llm: ChatClient, budget: Budget = Budget(),
                  collections: Callable[[], Sequence[tuple[str, str]]] | None = None,
-                 temperature: float = 0.0) -> None:
+                 temperature: float = 0.0, search_first: bool = False) -> None:
         self.llm, self.budget, self.collections, self.temperature = llm, budget, collections, temperature
+        self.search_first = search_first
 
     def run(self, rag: "RAG", ask: "Ask", steps: Steps) -> Answer:
         run = _Run(rag, ask, steps, new_boundary([ask.question]))
@@ -163,7 +167,8 @@ class Agent:
             if over is not None:
                 return self._stop(run, over)
             try:
-                reply = self.llm.chat_tools(run.messages, TOOLS, self._reply_tokens(run), self.temperature)
+                choice = SEARCH if self.search_first and run.calls == 0 else "auto"
+                reply = self.llm.chat_tools(run.messages, TOOLS, self._reply_tokens(run), self.temperature, choice)
             except LLMError as exc:
                 return self._stop(run, "llm-error", error=str(exc))
             run.spend(reply)
@@ -224,8 +229,8 @@ class Agent:
 
     # -- tools -------------------------------------------------------------------------------------
     def _call(self, run: _Run, call: ToolCall) -> str:
-        """Run one tool call and record it; a call with bad arguments gets the error as its result,
-        so the model can correct itself."""
+        """Run one tool call and record it; a call with bad arguments (or a search whose query
+        transformation's LLM failed) gets the error as its result, so the model can correct itself."""
         detail: dict[str, Any] = {}
         try:
             if call.name == "search":
@@ -235,8 +240,9 @@ class Agent:
             elif call.name == "list_collections":
                 result = self._list_collections(run)
             else:
-                raise ToolArgumentError(f"there is no tool '{call.name}': use search, fetch, list_collections or answer")
-        except (ToolArgumentError, QueryError, FilterError) as exc:
+                raise ToolArgumentError(f"there is no tool '{call.name}': use search, fetch, list_collections "
+                                        "or answer")
+        except (ToolArgumentError, QueryError, FilterError, LLMError) as exc:
             result = f"error: {exc}"
             detail["error"] = str(exc)
         run.steps.add("tool", name=call.name, arguments=call.arguments, result_chars=len(result), **detail)
@@ -273,7 +279,7 @@ class Agent:
         if n > len(run.seen):
             raise ToolArgumentError(f"there is no passage [{n}]: passages [1] to [{len(run.seen)}] have been seen")
         chunk = run.seen[n - 1].chunk
-        with run.rag._reading():  # the store read runs under the flow's guard, like rag.cite
+        with run.rag.reading():  # the store read runs under the flow's guard, like rag.cite
             records = run.rag.store.get_documents([chunk.doc_id])
         caller = run.ask.search.principals
         if not records or (caller is not None and not set(records[0].acl) & {EVERYONE, *caller}):
