@@ -308,7 +308,7 @@ class Engine:
                                 "(RAGLINE_LLM__BASE_URL=http://host:port/v1) and llm.model")
         from ragline.agentic.agent import Agent
 
-        return Agent(llm, budget=budget)
+        return Agent(llm, budget=budget, search_first=a.agent_search_first)
 
     # -- records -------------------------------------------------------------------------------
     def index_info(self) -> dict | None:

@@ -116,6 +116,8 @@ class StrategySettings(BaseModel):
     max_steps: int = Field(6, ge=1, le=50, description="LLM turns (agent) or retrievals (corrective)")
     max_tokens: int = Field(20_000, ge=100, description="tokens the loop's LLM calls may spend")
     max_seconds: float = Field(120.0, gt=0, description="wall-clock limit of one loop")
+    # agent: make the first turn a search (for small models that answer without calling a tool)
+    agent_search_first: bool = False
 
 
 class LLMSettings(BaseModel):
