@@ -156,7 +156,8 @@ def test_running_out_before_any_evidence_is_not_found(engine):
         answer, steps = run(engine, llm, "What is indexed?", Budget(max_steps=2))
     assert '"name": "current"' in tool_messages(llm.requests[-1])[-1]
     assert kinds(steps) == ["tool", "tool", "stop", "not-found"] and steps[2]["reason"] == "max_steps"
-    assert answer == engine.rag().not_found()
+    assert replace(answer, usage=None) == engine.rag().not_found()
+    assert answer.usage["calls"] == 2  # what the loop spent is the answer's cost, found or not
 
 
 def test_an_llm_that_fails_mid_loop_ends_with_a_clear_step_and_the_evidence(engine):

@@ -213,7 +213,7 @@ class Agent:
         run.steps.add("stop", reason=reason, passages=len(run.seen), llm_calls=run.calls, tokens=run.tokens, **detail)
         if not run.seen:
             run.steps.add("not-found", reason="no passages retrieved")
-            return run.rag.not_found()
+            return replace(run.rag.not_found(), usage=run.usage())
         answerer = run.rag.answerer
         try:
             answer = answerer.answer(run.ask.question, run.seen)
@@ -225,7 +225,12 @@ class Agent:
             return run.rag.cite(Answer(text, citations, grounded=False, generator="evidence",
                                        hits=tuple(run.seen), usage=run.usage()))
         run.steps.add("generate", answerer=answerer.name, citations=len(answer.citations))
-        return run.rag.cite(answer)
+        # the loop's tokens and the answerer's (when it is an LLM too) are this answer's cost
+        usage = dict(run.usage())
+        for key, value in (answer.usage or {}).items():
+            if isinstance(value, int):
+                usage[key] = usage.get(key, 0) + value
+        return run.rag.cite(replace(answer, usage=usage))
 
     # -- tools -------------------------------------------------------------------------------------
     def _call(self, run: _Run, call: ToolCall) -> str:
