@@ -146,8 +146,8 @@ class Corrective:
                     break
         if verdict == "incorrect":
             steps.add("not-found", reason="no retrieval graded better than incorrect", retrievals=state["retrievals"])
-            return rag.not_found()
-        return self._answer(rag, ask, hits, strips, verdict, steps)
+            return with_usage(rag.not_found(), state)
+        return with_usage(self._answer(rag, ask, hits, strips, verdict, steps), state)
 
     # -- retrieval -------------------------------------------------------------------------------
     def _search(self, rag: "RAG", ask: "Ask", steps: Steps, state: dict, kind: str,
@@ -219,6 +219,10 @@ class Corrective:
             state["llm_error"] = str(exc)
             return None, f"LLM grader failed, offline grade used: {exc}"
         state["tokens"] += (reply.prompt_tokens or 0) + (reply.completion_tokens or 0)
+        used = state.setdefault("usage", {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        used["calls"] += 1
+        used["prompt_tokens"] += reply.prompt_tokens or 0
+        used["completion_tokens"] += reply.completion_tokens or 0
         verdict = parse_verdict(reply.text)
         if verdict is None:
             return None, f"unusable reply {reply.text[:80]!r}; offline grade used"
@@ -238,6 +242,17 @@ class Corrective:
             answer = rag.answer(ask, hits)
         steps.add("generate", answerer=rag.answerer.name, citations=len(answer.citations), grounded=answer.grounded)
         return answer
+
+
+def with_usage(answer: Answer, state: dict) -> Answer:
+    """The answer's token usage with the LLM grader's calls added (eval answers reports both)."""
+    graded = state.get("usage")
+    if not graded:
+        return answer
+    usage = dict(answer.usage or {})
+    for key, value in graded.items():
+        usage[key] = (usage.get(key) or 0) + value
+    return replace(answer, usage=usage)
 
 
 def says_something(hit: Hit, strip: Strip) -> bool:
