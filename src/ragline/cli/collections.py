@@ -186,11 +186,9 @@ def collection_ask(a: Asked, stream: bool) -> None:
     if not stream:
         out.print(result.text, markup=False)
     if result.citations:
-        out.print("\n[bold]Sources[/bold]", markup=True)
-        for c in result.citations:
-            loc = f" ({c.location})" if c.location else ""
-            out.print(f"  [{c.n}] [{where.get(c.chunk.id, '?')}] {c.chunk.source}{loc}", markup=False)
-            out.print(f"      \"{snippet(c.snippet)}\"", markup=False)
+        from ragline.cli.search import print_sources
+
+        print_sources(result.citations, lambda c: where.get(c.chunk.id, "?"))
     elif found.hits:
         out.print("\nClosest passages:")
         for _, own, name in found.hits[:3]:

@@ -153,6 +153,18 @@ def citation_json(c) -> dict:
             "chunk_id": c.chunk.id, "snippet": c.snippet}
 
 
+def print_sources(citations, label=None) -> None:
+    """The numbered sources under an answer; ``label(citation)`` prefixes each (its collection)."""
+    if not citations:
+        return
+    out.print("\n[bold]Sources[/bold]", markup=True)
+    for c in citations:
+        loc = f" ({c.location})" if c.location else ""
+        tag = f"[{label(c)}] " if label else ""
+        out.print(f"  [{c.n}] {tag}{c.chunk.source}{loc}", markup=False)
+        out.print(f"      \"{snippet(c.snippet)}\"", markup=False)
+
+
 def strategy_ask(question: str, rag, request, chosen, trace: bool, as_json: bool) -> None:
     """``ask --strategy``: the strategy's steps as they happen (with --trace), then the answer."""
     from ragline.agentic.base import Steps
@@ -170,12 +182,7 @@ def strategy_ask(question: str, rag, request, chosen, trace: bool, as_json: bool
                    "citations": [citation_json(c) for c in answer.citations], "steps": steps.as_list()})
         return
     out.print(answer.text, markup=False)
-    if answer.citations:
-        out.print("\n[bold]Sources[/bold]", markup=True)
-        for c in answer.citations:
-            loc = f" ({c.location})" if c.location else ""
-            out.print(f"  [{c.n}] {c.chunk.source}{loc}", markup=False)
-            out.print(f"      \"{snippet(c.snippet)}\"", markup=False)
+    print_sources(answer.citations)
 
 
 @app.command()
@@ -230,11 +237,7 @@ def ask(
         if not stream:
             out.print(answer.text, markup=False)
         if answer.citations:
-            out.print("\n[bold]Sources[/bold]", markup=True)
-            for c in answer.citations:
-                loc = f" ({c.location})" if c.location else ""
-                out.print(f"  [{c.n}] {c.chunk.source}{loc}", markup=False)
-                out.print(f"      \"{snippet(c.snippet)}\"", markup=False)
+            print_sources(answer.citations)
         elif hits:
             out.print("\nClosest passages:")
             for h in hits[:3]:

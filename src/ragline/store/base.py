@@ -21,6 +21,23 @@ class StoreError(Exception):
     """The index cannot be opened or written; the message says why and what to do."""
 
 
+def checked_write(docs: Sequence["DocRecord"], chunks: Sequence[Chunk], vectors: np.ndarray,
+                  search_texts: Sequence[str], dim: int | None) -> tuple[np.ndarray, dict[str, "DocRecord"]]:
+    """What every backend's ``write`` checks before it changes anything: one ``dim``-dimensional
+    vector and one search text per chunk, and no chunk of a document not being written. Returns
+    the vectors as float32 and the records by doc_id."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(chunks), dim) or len(search_texts) != len(chunks):
+        raise StoreError(f"write needs one {dim}-dimensional vector and one search text per chunk; "
+                         f"got {len(chunks)} chunks, vectors of shape {vectors.shape} and "
+                         f"{len(search_texts)} search texts")
+    by_id = {d.doc_id: d for d in docs}
+    stray = sorted({c.doc_id for c in chunks} - set(by_id))
+    if stray:
+        raise StoreError(f"chunks of documents not being written: {', '.join(stray[:5])}")
+    return vectors, by_id
+
+
 @dataclass(frozen=True)
 class DocRecord:
     """What the index remembers about one source document, for incremental sync."""

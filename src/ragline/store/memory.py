@@ -20,7 +20,7 @@ import numpy as np
 
 from ragline.filters import Node, matches
 from ragline.store import bm25
-from ragline.store.base import Candidate, DocRecord, StoreError, StoreStats
+from ragline.store.base import Candidate, DocRecord, StoreError, StoreStats, checked_write
 from ragline.types import Chunk
 
 
@@ -115,15 +115,7 @@ class MemoryStore:
               search_texts: Sequence[str]) -> None:
         if not docs:
             return
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunks), self.dim) or len(search_texts) != len(chunks):
-            raise StoreError(f"write needs one {self.dim}-dimensional vector and one search text per chunk; "
-                             f"got {len(chunks)} chunks, vectors of shape {vectors.shape} and "
-                             f"{len(search_texts)} search texts")
-        by_id = {d.doc_id: d for d in docs}
-        stray = sorted({c.doc_id for c in chunks} - set(by_id))
-        if stray:
-            raise StoreError(f"chunks of documents not being written: {', '.join(stray[:5])}")
+        vectors, by_id = checked_write(docs, chunks, vectors, search_texts, self.dim)
         # every row is built before anything changes: a bad chunk leaves the store as it was
         built = [(c, self._fields(c, by_id[c.doc_id]), t, Counter(bm25.analyze(t or "")), _unit(v))
                  for c, t, v in zip(chunks, search_texts, vectors)]

@@ -38,7 +38,7 @@ import numpy as np
 
 from ragline.filters import DOCUMENT_FIELDS, STORE_FIELDS, Node
 from ragline.store import bm25
-from ragline.store.base import Candidate, DocRecord, StoreError, StoreStats
+from ragline.store.base import Candidate, DocRecord, StoreError, StoreStats, checked_write
 from ragline.store.sql import to_postgres
 from ragline.types import Chunk
 
@@ -317,15 +317,7 @@ class PostgresStore:
               search_texts: Sequence[str]) -> None:
         if not docs:
             return
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunks), self.dim) or len(search_texts) != len(chunks):
-            raise StoreError(f"write needs one {self.dim}-dimensional vector and one search text per chunk; "
-                             f"got {len(chunks)} chunks, vectors of shape {vectors.shape} and "
-                             f"{len(search_texts)} search texts")
-        by_id = {d.doc_id: d for d in docs}
-        stray = sorted({c.doc_id for c in chunks} - set(by_id))
-        if stray:
-            raise StoreError(f"chunks of documents not being written: {', '.join(stray[:5])}")
+        vectors, by_id = checked_write(docs, chunks, vectors, search_texts, self.dim)
         # everything is computed before the transaction: a bad chunk leaves the store as it was
         rows, postings = [], []
         for i, (c, text, v) in enumerate(zip(chunks, search_texts, vectors)):
