@@ -28,8 +28,7 @@ def _kept(j: AnswerJudgement) -> list[bool]:
 def _as_cited(answer: Answer) -> Answer:
     """The answer with each citation's snippet widened to its whole chunk: a sentence is checked
     against the passage it cites, not only the sentence the snippet shows."""
-    return replace(answer, generator=answer.generator if answer.generator != "extractive" else "extractive-checked",
-                   citations=tuple(replace(c, snippet=c.chunk.text) for c in answer.citations))
+    return replace(answer, citations=tuple(replace(c, snippet=c.chunk.text) for c in answer.citations))
 
 
 class SelfCheck:
